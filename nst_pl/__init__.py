@@ -1,0 +1,1 @@
+"""nst_pl: neural style transfer with PyTorch Lightning."""
