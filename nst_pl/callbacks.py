@@ -1,0 +1,93 @@
+"""ImageLogger: the run's record — a PNG per pair every N steps, the same images and the losses in TensorBoard."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+
+from nst_pl.images import save_image
+
+
+class ImageLogger(pl.Callback):
+    def __init__(self, every_n_steps: int = 1000, tensorboard: bool = True, dirname: str = "images") -> None:
+        """Save every pair's image as PNG (and to TensorBoard) at step 0, every `every_n_steps`, and at the end.
+
+        Args:
+            every_n_steps: Save period in optimisation steps; 0 saves only the first and the last image.
+            tensorboard: Also log the images to TensorBoard (when the logger is a TensorBoardLogger).
+            dirname: Folder inside the run's log directory that holds `<pair>/step_001000.png`.
+        """
+        if every_n_steps < 0:
+            raise ValueError(f"image_logger.every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.tensorboard = tensorboard
+        self.dirname = dirname
+        self.root: Path | None = None
+        self._last_saved: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # `trainer.log_dir` is a collective under DDP: resolve it on every rank, here, not in rank-zero code.
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        self.root = Path(log_dir) / self.dirname
+        if trainer.is_global_zero:
+            _check_writable(self.root)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Ctrl-C, SIGTERM or a diverged loss: keep what was reached (save() refuses non-finite images).
+        try:
+            self.save(trainer, pl_module)
+        except Exception as err:  # never mask the original exception
+            rank_zero_warn(f"could not save the images after {type(exception).__name__}: {err}")
+
+    @rank_zero_only
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if self._last_saved == step or self.root is None or pl_module.image.numel() == 0:
+            return
+        images = pl_module.output_images()
+        if not all(torch.isfinite(img).all() for img in images):
+            rank_zero_warn(f"step {step}: the images are not finite, not saving them (the previous PNGs are kept)")
+            return
+        tb = _tensorboard(trainer) if self.tensorboard else None
+        for name, img in zip(pl_module.pair_names, images):
+            save_image(img, self.root / name / f"step_{step:06d}.png")
+            if tb is not None:
+                tb.add_image(f"images/{name}", img, global_step=step)
+        if tb is not None:
+            tb.flush()
+        self._last_saved = step
+
+
+def _tensorboard(trainer: pl.Trainer):
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before the first step, not after an hour, when the output folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write the output folder '{folder}': {err.strerror or err}. Choose a writable location with "
+            "--trainer.default_root_dir DIR (or the logger's save_dir)"
+        ) from None

@@ -1,0 +1,161 @@
+"""PairDataModule: content and style images -> (content, style) pairs, and a loader that shards pairs over ranks.
+
+There is no dataset to iterate in style transfer: the N pairs are fixed and every optimisation step touches all of
+them. The "data loader" therefore yields, forever, the indices of the pairs that this rank owns; the module looks the
+images up by index. Sharding is done here rather than by Lightning's DistributedSampler, which would reshuffle and pad
+(DESIGN.md, "Known traps"): rank r owns pairs r, r + W, r + 2W, … (W = world size).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal, Sequence, Union
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from nst_pl.images import find_images, load_image, pad_to, pair_names
+
+PathSpec = Union[str, Sequence[str]]
+
+
+@dataclass
+class Pair:
+    name: str
+    content: Path
+    styles: list[Path]
+    style_weights: list[float]
+
+
+def make_pairs(
+    contents: Sequence[Path],
+    styles: Sequence[Path],
+    pairing: str = "product",
+    style_weights: Sequence[float] | None = None,
+) -> list[Pair]:
+    """Build the list of pairs.
+
+    - `style_weights` given: every content gets ONE pair that blends all styles with these weights.
+    - else `product`: every content × every style; `zip`: content i with style i (lists of equal length).
+    """
+    if style_weights is not None:
+        if len(style_weights) != len(styles):
+            raise ValueError(
+                f"data.style_weights has {len(style_weights)} value(s) but {len(styles)} style image(s) were given: "
+                "give one weight per style image (or drop style_weights to pair every style separately)"
+            )
+        if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
+            raise ValueError(f"data.style_weights must be >= 0 and not all zero, got {list(style_weights)}")
+        total = float(sum(style_weights))
+        groups = [(c, list(styles), [w / total for w in style_weights]) for c in contents]
+    elif pairing == "product":
+        groups = [(c, [s], [1.0]) for c in contents for s in styles]
+    elif pairing == "zip":
+        if len(contents) != len(styles):
+            raise ValueError(
+                f"data.pairing 'zip' needs as many content as style images, got {len(contents)} and {len(styles)}; "
+                "use pairing: product to combine every content with every style"
+            )
+        groups = [(c, [s], [1.0]) for c, s in zip(contents, styles)]
+    else:
+        raise ValueError(f"unknown data.pairing {pairing!r}; choose 'product' or 'zip'")
+    names = pair_names([g[0] for g in groups], [g[1] for g in groups])
+    return [Pair(n, c, s, w) for n, (c, s, w) in zip(names, groups)]
+
+
+class _ShardIndices(IterableDataset):
+    """Yields the same index tensor forever: one "batch" per optimisation step."""
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = torch.tensor(indices, dtype=torch.long)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while True:
+            yield self.indices
+
+
+def shard(num_pairs: int, rank: int, world_size: int) -> list[int]:
+    """Pairs owned by `rank`: a strided slice, so the load differs by at most one pair between ranks."""
+    return list(range(rank, num_pairs, world_size))
+
+
+class PairDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        content: PathSpec = "images",
+        style: PathSpec = "style",
+        pairing: Literal["product", "zip"] = "product",
+        style_weights: list[float] | None = None,
+        image_size: int = 512,
+        style_size: int | None = None,
+    ) -> None:
+        """Content and style images, paired.
+
+        Args:
+            content: Content photo(s): a file, a folder (its images, sorted by name) or a list of files/folders.
+            style: Style image(s), same forms as `content`.
+            pairing: `product` pairs every content with every style; `zip` pairs them in order.
+            style_weights: Blend several styles into each content: one weight per style image (normalised to sum
+                to 1). When set, each content gets one pair using all the styles and `pairing` is ignored.
+            image_size: Long side of the generated images, in pixels.
+            style_size: Long side the style images are resized to (default: `image_size`).
+        """
+        super().__init__()
+        for name, value in (("image_size", image_size), ("style_size", style_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"data.{name} must be a positive number of pixels, got {value}")
+        self.image_size = image_size
+        self.style_size = style_size or image_size
+        # Listing files is cheap and catches missing paths before any model is built.
+        contents = find_images(_as_list(content), what="content")
+        styles = find_images(_as_list(style), what="style")
+        self.pairs = make_pairs(contents, styles, pairing, style_weights)
+        self.content: Tensor | None = None  # [N, 3, H, W], padded to a common canvas
+        self.sizes: list[tuple[int, int]] = []  # each pair's real (h, w) inside the canvas
+        self.styles: list[list[Tensor]] = []  # per pair, its style images [3, h, w]
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.pairs]
+
+    @property
+    def style_weight_matrix(self) -> Tensor:
+        """[N, K] blending weights of each pair's K styles."""
+        return torch.tensor([p.style_weights for p in self.pairs], dtype=torch.float32)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.content is not None:
+            return
+        cache: dict[tuple[Path, int], Tensor] = {}
+
+        def load(path: Path, size: int) -> Tensor:
+            key = (Path(path), size)
+            if key not in cache:
+                cache[key] = load_image(path, long_side=size)
+            return cache[key]
+
+        images = [load(p.content, self.image_size) for p in self.pairs]
+        self.sizes = [tuple(im.shape[-2:]) for im in images]
+        # Pairs of different aspect ratios share one [N, 3, H, W] parameter: each is reflect-padded at the
+        # bottom/right to the largest height and width, and the padding is cropped off every saved image.
+        height = max(h for h, _ in self.sizes)
+        width = max(w for _, w in self.sizes)
+        self.content = torch.stack([pad_to(im, height, width) for im in images])  # [N, 3, H, W]
+        self.styles = [[load(s, self.style_size) for s in p.styles] for p in self.pairs]
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return DataLoader(_ShardIndices(shard(self.num_pairs, rank, world)), batch_size=None, num_workers=0)
+
+
+def _as_list(spec: PathSpec) -> list[str]:
+    if isinstance(spec, (str, os.PathLike)):
+        return [spec]
+    return list(spec)

@@ -1,0 +1,157 @@
+"""Loss terms for optimisation-based style transfer: small pure functions.
+
+Every function takes features as produced by the extractor (possibly bf16/fp16 under autocast) and computes in
+float32 with autocast disabled: a Gram matrix of fp16 activations overflows to inf even when cast with `.float()`
+*inside* autocast, because autocast re-casts the matmul's inputs to fp16 (DESIGN.md, "Known traps").
+
+Shapes: features are [N, C, H, W]; N is the number of pairs being optimised together. Every loss returns one value
+per pair, [N], so that a caller can weight, shard or sum pairs without re-deriving the reduction.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+STYLE_LOSSES = ("gram", "mean_std", "wasserstein")
+
+
+def _fp32(x: Tensor) -> Tensor:
+    return x.float()
+
+
+class fp32_region:
+    """Disable autocast on cpu and cuda so the enclosed maths runs in float32."""
+
+    def __enter__(self):
+        self._ctx = [torch.autocast(device_type="cpu", enabled=False)]
+        if torch.cuda.is_available():
+            self._ctx.append(torch.autocast(device_type="cuda", enabled=False))
+        for c in self._ctx:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for c in reversed(self._ctx):
+            c.__exit__(*exc)
+        return False
+
+
+def gram(features: Tensor) -> Tensor:
+    """Gram matrix normalised by the number of positions and channels: G = F Fᵀ / (C·H·W).
+
+    Departure from Gatys et al. (who use the raw F Fᵀ and divide the loss by 4·C²·(H·W)²): normalising the Gram
+    itself keeps its scale independent of the image size, so a style image of another size than the content (and
+    coarse-to-fine optimisation) compare like with like. With this normalisation the per-layer loss below is the
+    mean of squared Gram differences.
+
+    Args:
+        features: [N, C, H, W] activations.
+
+    Returns:
+        [N, C, C] float32 Gram matrices.
+    """
+    with fp32_region():
+        n, c, h, w = features.shape
+        f = _fp32(features).reshape(n, c, h * w)  # [N, C, HW]
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)  # [N, C, C]
+
+
+def content_loss(features: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error between feature maps, per pair: [N]."""
+    with fp32_region():
+        return (_fp32(features) - _fp32(target)).pow(2).flatten(1).mean(1)
+
+
+def gram_loss(features: Tensor, target_gram: Tensor) -> Tensor:
+    """Mean squared difference between the Gram of `features` and a target Gram [N, C, C], per pair: [N]."""
+    with fp32_region():
+        return (gram(features) - target_gram.float()).pow(2).flatten(1).mean(1)
+
+
+def mean_std(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation over positions: ([N, C], [N, C]) in float32."""
+    with fp32_region():
+        f = _fp32(features).flatten(2)  # [N, C, HW]
+        return f.mean(2), (f.var(2, unbiased=False) + eps).sqrt()
+
+
+def mean_std_loss(features: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
+    """Squared error of per-channel mean and std (the statistics AdaIN matches; Huang & Belongie 2017), per pair: [N]."""
+    with fp32_region():
+        mu, sd = mean_std(features)
+        return (mu - target[0]).pow(2).mean(1) + (sd - target[1]).pow(2).mean(1)
+
+
+def _sym_sqrt(mat: Tensor, eps: float = 1e-8) -> Tensor:
+    """Square root of symmetric PSD matrices [..., C, C] via eigendecomposition (eigenvalues clamped at eps)."""
+    vals, vecs = torch.linalg.eigh(mat)
+    return vecs @ torch.diag_embed(vals.clamp_min(eps).sqrt()) @ vecs.transpose(-1, -2)
+
+
+def gaussian_fit(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Mean [N, C] and covariance [N, C, C] of the features, in float32."""
+    with fp32_region():
+        n, c, h, w = features.shape
+        f = _fp32(features).reshape(n, c, h * w)
+        mu = f.mean(2)
+        fc = f - mu.unsqueeze(2)
+        cov = torch.bmm(fc, fc.transpose(1, 2)) / (h * w)
+        return mu, cov + eps * torch.eye(c, device=f.device)
+
+
+def wasserstein_target(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Precompute (mean, covariance, sqrt(covariance)) of the style features for `wasserstein_loss`."""
+    mu, cov = gaussian_fit(features)
+    with fp32_region():
+        return mu, cov, _sym_sqrt(cov.double()).float()
+
+
+def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Squared 2-Wasserstein distance between Gaussian fits of the features and of the style, per pair: [N].
+
+    W2² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₂^½ Σ₁ Σ₂^½)^½)  (Gaussian closed form; e.g. Kolkin et al. 2019 and
+    crowsonkb/style-transfer-pytorch use this family of losses). Divided by C so its scale matches the other
+    per-channel-averaged losses. The matrix square root goes through `eigh`, whose gradient is stable as long as
+    eigenvalues are distinct; the covariance carries a small ridge (eps·I) for that reason.
+    """
+    mu_t, cov_t, sqrt_t = target
+    mu, cov = gaussian_fit(features)
+    with fp32_region():
+        c = cov.shape[-1]
+        mean_term = (mu - mu_t).pow(2).sum(1)
+        cross = _sym_sqrt(sqrt_t @ cov @ sqrt_t)
+        cov_term = (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + cov_t.diagonal(dim1=-2, dim2=-1).sum(-1)
+                    - 2 * cross.diagonal(dim1=-2, dim2=-1).sum(-1))
+        return (mean_term + cov_term.clamp_min(0)) / c
+
+
+def style_target(features: Tensor, kind: str):
+    """Style statistics of `features` for the chosen loss (`gram`, `mean_std` or `wasserstein`)."""
+    if kind == "gram":
+        return gram(features)
+    if kind == "mean_std":
+        return mean_std(features)
+    if kind == "wasserstein":
+        return wasserstein_target(features)
+    raise ValueError(f"unknown style_loss {kind!r}; choose one of {', '.join(STYLE_LOSSES)}")
+
+
+def style_loss(features: Tensor, target, kind: str) -> Tensor:
+    """Style loss of the chosen kind between `features` [N, C, H, W] and precomputed targets, per pair: [N]."""
+    if kind == "gram":
+        return gram_loss(features, target)
+    if kind == "mean_std":
+        return mean_std_loss(features, target)
+    if kind == "wasserstein":
+        return wasserstein_loss(features, target)
+    raise ValueError(f"unknown style_loss {kind!r}; choose one of {', '.join(STYLE_LOSSES)}")
+
+
+def total_variation(image: Tensor) -> Tensor:
+    """Mean squared difference between neighbouring pixels, per image: [N]."""
+    with fp32_region():
+        x = _fp32(image)
+        dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).flatten(1).mean(1)
+        dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).flatten(1).mean(1)
+        return dh + dw

@@ -1,0 +1,149 @@
+"""StyleTransfer + PairDataModule + ImageLogger driven through a real Trainer (tiny images, random weights)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_image, tiny_trainer
+from nst_pl.callbacks import ImageLogger
+from nst_pl.data import PairDataModule
+from nst_pl.extractors import VGG16
+from nst_pl.module import StyleTransfer
+
+SHALLOW = dict(content_layers=["relu2_1"], style_layers=["relu1_1", "relu2_1"])
+
+
+class LossRecorder(__import__("pytorch_lightning").Callback):
+    def __init__(self):
+        self.values: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def fit(tmp_path, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), trainer_kw=None):
+    torch.manual_seed(0)
+    model = StyleTransfer(VGG16(weights=None), **{**SHALLOW, **(model_kw or {})})
+    data = PairDataModule(content=str(content), style=str(style), **{"image_size": 48, **(data_kw or {})})
+    trainer = tiny_trainer(tmp_path, max_steps=max_steps, callbacks=callbacks, **(trainer_kw or {}))
+    trainer.fit(model, datamodule=data)
+    return model, data, trainer
+
+
+def test_image_is_the_only_trainable_parameter(tmp_path, pair_dirs):
+    model, data, _ = fit(tmp_path, *pair_dirs, max_steps=1)
+    params = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert params == ["image"]
+    assert model.image.shape == (1, 3, 40, 48)  # one pair, long side 48, aspect ratio 48:40 kept
+    assert not any(k.startswith("extractor") for k in model.state_dict())
+
+
+def test_loss_falls_and_pixels_stay_in_range(tmp_path, pair_dirs):
+    rec = LossRecorder()
+    model, *_ = fit(tmp_path, *pair_dirs, max_steps=25, callbacks=[rec])
+    first, last = rec.values[0]["loss/total"], rec.values[-1]["loss/total"]
+    assert last < 0.5 * first, (first, last)
+    assert model.image.min() >= 0 and model.image.max() <= 1
+    # the per-layer terms are logged too
+    assert {"loss/content", "loss/style", "loss/style/relu1_1", "loss/content/relu2_1"} <= set(rec.values[-1])
+
+
+def test_targets_are_computed_once_per_size(tmp_path, pair_dirs, monkeypatch):
+    model = StyleTransfer(VGG16(weights=None), **SHALLOW)
+    targets_built = []
+    orig_targets = model.targets
+
+    def spy(size):
+        if size not in model._targets:
+            targets_built.append(size)
+        return orig_targets(size)
+
+    monkeypatch.setattr(model, "targets", spy)
+    data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
+    tiny_trainer(tmp_path, max_steps=4).fit(model, datamodule=data)
+    assert targets_built == [(40, 48)]
+
+
+def test_image_logger_writes_pngs_at_the_right_steps(tmp_path, pair_dirs):
+    model, data, trainer = fit(tmp_path, *pair_dirs, max_steps=5, callbacks=[ImageLogger(every_n_steps=2)])
+    folder = Path(trainer.log_dir) / "images" / "photo__paint"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["step_000000.png", "step_000002.png", "step_000004.png", "step_000005.png"]
+    with Image.open(folder / "step_000005.png") as im:
+        assert im.size == (48, 40) and im.mode == "RGB"
+    # the first image is the content photo (init: content), the last one has moved away from it
+    first = torch.tensor(list(Image.open(folder / "step_000000.png").getdata()), dtype=torch.float32)
+    last = torch.tensor(list(Image.open(folder / "step_000005.png").getdata()), dtype=torch.float32)
+    assert (first - last).abs().mean() > 0.5
+    events = list(Path(trainer.log_dir).glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert not list(folder.glob("*.tmp*"))
+
+
+def test_tensorboard_holds_images_and_scalars(tmp_path, pair_dirs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, trainer = fit(tmp_path, *pair_dirs, max_steps=4, callbacks=[ImageLogger(every_n_steps=2)])
+    acc = EventAccumulator(trainer.log_dir, size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert "images/photo__paint" in acc.Tags()["images"]
+    assert [e.step for e in acc.Images("images/photo__paint")] == [0, 2, 4]
+    assert {"loss/total", "loss/style/relu1_1"} <= set(acc.Tags()["scalars"])
+
+
+def test_product_pairing_with_different_aspect_ratios(tmp_path):
+    c, s = tmp_path / "c", tmp_path / "s"
+    make_image(c / "wide.png", (60, 30), seed=1)
+    make_image(c / "tall.png", (30, 60), seed=2)
+    make_image(s / "a.png", (32, 32), seed=3, kind="stripes")
+    make_image(s / "b.png", (40, 32), seed=4, kind="stripes")
+    model, data, trainer = fit(tmp_path, c, s, max_steps=2, callbacks=[ImageLogger(every_n_steps=0)])
+    assert data.names == ["tall__a", "tall__b", "wide__a", "wide__b"]
+    assert model.image.shape == (4, 3, 48, 48)  # padded to a common canvas
+    outs = model.output_images()
+    assert [tuple(o.shape[-2:]) for o in outs] == [(48, 24), (48, 24), (24, 48), (24, 48)]
+    with Image.open(Path(trainer.log_dir) / "images" / "tall__b" / "step_000002.png") as im:
+        assert im.size == (24, 48)  # the padding is cropped off
+
+
+def test_zip_pairing_and_bad_lengths(tmp_path):
+    c, s = tmp_path / "c", tmp_path / "s"
+    for i in range(2):
+        make_image(c / f"c{i}.png", seed=i)
+        make_image(s / f"s{i}.png", seed=10 + i, kind="stripes")
+    data = PairDataModule(content=str(c), style=str(s), pairing="zip")
+    assert data.names == ["c0__s0", "c1__s1"]
+    make_image(s / "s2.png", seed=5)
+    with pytest.raises(ValueError, match="zip"):
+        PairDataModule(content=str(c), style=str(s), pairing="zip")
+
+
+def test_noise_init_differs_from_content(tmp_path, pair_dirs):
+    model, data, _ = fit(tmp_path, *pair_dirs, max_steps=1, model_kw={"init": "noise"})
+    assert (model.image.detach() - data.content).abs().mean() > 0.1
+
+
+def test_layer_weights_must_match_layers():
+    with pytest.raises(ValueError, match="one weight per layer"):
+        StyleTransfer(VGG16(weights=None), style_layers=["relu1_1", "relu2_1"], style_layer_weights=[1.0])
+    with pytest.raises(ValueError, match="valid layers"):
+        StyleTransfer(VGG16(weights=None), content_layers=["relu9_9"])
+    with pytest.raises(ValueError, match="style_weight"):
+        StyleTransfer(VGG16(weights=None), style_weight=-1.0)
+
+
+def test_real_weights_halve_the_style_loss(tmp_path, offline_vgg16):
+    """With a real trained VGG16 (Caffe convention), a short 64 px run lowers the style loss by at least half."""
+    from conftest import REPO
+
+    rec = LossRecorder()
+    torch.manual_seed(0)
+    model = StyleTransfer(VGG16(weights=str(offline_vgg16), normalization="caffe"))
+    data = PairDataModule(content=str(REPO / "images" / "tubingen.jpg"), style=str(REPO / "style" / "starry_night.jpg"),
+                          image_size=64)
+    tiny_trainer(tmp_path, max_steps=40, callbacks=[rec]).fit(model, datamodule=data)
+    first, last = rec.values[0]["loss/style"], rec.values[-1]["loss/style"]
+    assert last <= 0.5 * first, (first, last)
