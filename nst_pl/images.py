@@ -1,0 +1,687 @@
+"""Image I/O and colour utilities: load (any mode, EXIF, clear errors), resize, save (atomic), colour transfer.
+
+Conventions used throughout the package:
+
+* An image is a float32 tensor ``[3, H, W]`` (or a batch ``[N, 3, H, W]``) of RGB values in ``[0, 1]``.
+* Every problem a *user* can cause (a missing file, a corrupt JPEG, a full disk) raises :class:`ImageError`,
+  whose message names the file, says what is wrong and how to fix it. Programming errors (a tensor of the wrong
+  shape) raise plain ``ValueError``.
+* Files are written atomically (temporary file in the same folder, ``fsync``, ``os.replace``): a killed run or
+  a full disk never leaves a half-written PNG or checkpoint behind, and never destroys the previous version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import secrets
+import struct
+import threading
+import unicodedata
+import zlib
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageError",
+    "atomic_write_bytes",
+    "find_images",
+    "load_image",
+    "match_color",
+    "pad_to",
+    "pair_names",
+    "resize_long_side",
+    "rgb_to_yiq",
+    "save_image",
+    "to_pil",
+    "transfer_luminance",
+    "yiq_to_rgb",
+]
+
+# Extensions that mark a file in a *folder* as an image (compared lowercase). A file named explicitly is
+# loaded whatever its extension: the format is detected from the content, not the name.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+PathLike = str | os.PathLike
+
+
+class ImageError(ValueError):
+    """A problem with an input or output image that the user can fix (the message says how)."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Finding input files
+# --------------------------------------------------------------------------------------------------------------
+
+
+def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> list[Path]:
+    """Turns a file, a folder or a list of files/folders into a list of image paths.
+
+    Args:
+        spec: One image file, one folder (its images are taken non-recursively, sorted by name), or a sequence
+            of files and folders (their order is kept, and so are duplicates: pair naming makes names unique
+            later, and a user may want the same photo twice, e.g. with two styles).
+        what: What the images are for ("content" or "style"); used in messages.
+
+    Returns:
+        The image paths, in order.
+
+    Raises:
+        ImageError: A path does not exist, is neither a file nor a folder, a folder holds no image, or the
+            spec is empty.
+    """
+    items: list[PathLike] = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not items:
+        raise ImageError(f"no {what} images given: pass an image file, a folder of images, or a list of them")
+
+    found: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found.extend(_images_in_folder(path, what))
+        elif path.is_file():
+            # An explicitly named file is taken as is: the loader detects the format from the content, so an
+            # unusual extension (.jfif, none at all) is not a reason to refuse it.
+            found.append(path)
+        elif path.exists():
+            raise ImageError(f"{what} image '{path}' is neither a file nor a folder; pass an image file or a folder")
+        else:
+            raise ImageError(
+                f"{what} image not found: '{path}' (check the spelling; relative paths are resolved from the "
+                f"current folder '{Path.cwd()}')"
+            )
+    return found
+
+
+# Stems of documentation files that a folder of images may legitimately hold; skipped without a warning.
+_DOC_STEMS = frozenset({"README", "CREDITS", "LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS", "SOURCES"})
+
+
+def _images_in_folder(folder: Path, what: str) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name; warns about the files it skips."""
+    images: list[Path] = []
+    skipped: list[str] = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        # Hidden files are never meant as inputs, and some of them look like images but are not
+        # (macOS writes "._photo.jpg" resource forks beside the real photos on foreign file systems).
+        # Documentation beside the images (the sample folders' CREDITS.md) is expected there: no warning.
+        if entry.name.startswith(".") or entry.stem.upper() in _DOC_STEMS:
+            continue
+        if entry.is_dir():
+            skipped.append(f"{entry.name}/ (sub-folders are not searched)")
+        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(entry)
+        else:
+            skipped.append(entry.name)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} in {what} folder '{folder}' "
+            f"that are not images by extension: {', '.join(skipped)}",
+            stacklevel=3,
+        )
+    if not images:
+        raise ImageError(
+            f"no {what} images in folder '{folder}': it holds no file ending in {', '.join(IMAGE_EXTENSIONS)}; "
+            "put images there or pass the image files themselves"
+        )
+    return images
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+# PIL has its own decompression-bomb guard (a warning above Image.MAX_IMAGE_PIXELS, ~89 MP, an error above twice
+# that). It is a process-wide setting that we do not want to change for other code, yet it would make our own,
+# documented `max_pixels` limit (300 MP by default) unreachable. So while one of *our* loads runs we switch PIL's
+# guard off and rely on our check, which reads the size from the header before anything is decoded. A reference
+# count under a lock keeps concurrent loads (threads) from restoring the setting under each other's feet.
+_pil_guard_lock = threading.Lock()
+_pil_guard_users = 0
+_pil_guard_saved: int | None = None
+
+
+@contextlib.contextmanager
+def _pil_bomb_guard_replaced() -> Iterator[None]:
+    global _pil_guard_users, _pil_guard_saved
+    with _pil_guard_lock:
+        if _pil_guard_users == 0:
+            _pil_guard_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pil_guard_users += 1
+    try:
+        yield
+    finally:
+        with _pil_guard_lock:
+            _pil_guard_users -= 1
+            if _pil_guard_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_guard_saved
+
+
+def _unreadable(path: Path, reason: object) -> ImageError:
+    return ImageError(
+        f"'{path}' is not a readable image ({reason}); check that it is a complete image file "
+        "(JPEG, PNG, WEBP, BMP, TIFF, GIF) — re-export or re-download it"
+    )
+
+
+def _target_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is exactly ``long_side`` (the other at least 1)."""
+    scale = long_side / max(width, height)
+    if width >= height:
+        return long_side, max(1, round(height * scale))
+    return max(1, round(width * scale)), long_side
+
+
+def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int = 300_000_000) -> torch.Tensor:
+    """Loads an image file as an upright RGB float tensor.
+
+    The format is detected from the content (a WEBP named ``.jpg`` loads). The EXIF orientation is applied.
+    Every PIL mode is turned into RGB: grayscale is repeated, palettes are expanded, transparency (alpha or a
+    transparent palette entry) is composited on white, CMYK is converted (naively: embedded ICC profiles are not
+    applied), and 16-bit / 32-bit / float images are scaled from their own range, not clipped at 255.
+    Animated images give their first frame.
+
+    Enormous images are not decoded at full size when ``long_side`` is given and the format allows it: JPEGs are
+    decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``) and then resized; other formats are decoded
+    and then shrunk with ``reducing_gap`` (fast integer reduction first, then Lanczos).
+
+    Args:
+        path: The image file.
+        long_side: If given, resize so that ``max(H, W) == long_side`` (with antialiasing; upscaling allowed).
+        max_pixels: Refuse images whose width × height (read from the header, before decoding) exceeds this.
+
+    Returns:
+        A float32 tensor ``[3, H, W]`` in ``[0, 1]``.
+
+    Raises:
+        ImageError: The file is missing, not an image, corrupt or truncated, too large, or in an unsupported mode.
+    """
+    path = Path(path).expanduser()
+    if long_side is not None and long_side < 1:
+        raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
+    if path.is_dir():
+        raise ImageError(f"'{path}' is a folder, not an image file; pass one of the images inside it")
+    if not path.exists():
+        raise ImageError(f"image not found: '{path}' (check the spelling and the current folder '{Path.cwd()}')")
+
+    with _pil_bomb_guard_replaced():
+        try:
+            with Image.open(path) as im:
+                _check_pixel_count(im, path, max_pixels)
+                if long_side is not None:
+                    # Ask libjpeg for at least twice the target size: DCT scaling is a crude box filter, and the
+                    # Lanczos resize below needs that margin to antialias properly. No-op for non-JPEG formats.
+                    im.draft(None, _target_size(*im.size, 2 * long_side))
+                im.load()  # Decode now, so that every decoding error is reported by the except clauses below.
+                im = _exif_upright(im, path)
+                return _to_rgb_tensor(im, path, long_side)
+        except ImageError:
+            raise
+        except PermissionError as exc:
+            raise ImageError(f"cannot read '{path}': permission denied; check the file's permissions") from exc
+        except Image.DecompressionBombError as exc:
+            # Only reachable if another part of the program re-enabled PIL's guard meanwhile; report it alike.
+            raise ImageError(
+                f"'{path}' is too large to load safely ({exc}); downscale it first, e.g. to 4000 px on the long side"
+            ) from exc
+        except MemoryError as exc:
+            raise ImageError(
+                f"'{path}' is too large to decode in the available memory; downscale it first "
+                "(e.g. to 4000 px on the long side)"
+            ) from exc
+        # PIL reports broken files through many exception types, depending on the format and the damage:
+        # UnidentifiedImageError/OSError (not an image, truncated), SyntaxError (broken PNG chunk), and
+        # ValueError, EOFError, IndexError, KeyError, TypeError, struct.error, zlib.error (bad headers).
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
+            raise _unreadable(path, exc) from exc
+        except (struct.error, zlib.error) as exc:
+            raise _unreadable(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_pixel_count(im: Image.Image, path: Path, max_pixels: int) -> None:
+    width, height = im.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"'{path}' is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
+            f"max_pixels={max_pixels:,} pixels; downscale it first "
+            "(e.g. to 4000 px on the long side) or, if you trust the file and have the memory, raise max_pixels"
+        )
+
+
+def _exif_upright(im: Image.Image, path: Path) -> Image.Image:
+    """Applies the EXIF orientation; a broken EXIF block is a warning, not a reason to refuse the photo."""
+    try:
+        # Checked first because exif_transpose copies the image even when there is nothing to turn, and the
+        # image may be large.
+        if im.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+            return im
+        upright = ImageOps.exif_transpose(im)
+    except Exception as exc:  # Corrupt EXIF comes in many shapes; the pixels themselves are fine.
+        warnings.warn(f"ignored the unreadable EXIF orientation of '{path}': {exc}", stacklevel=3)
+        return im
+    return upright if upright is not None else im
+
+
+_EXIF_ORIENTATION = 0x0112
+
+# Modes whose samples do not fit in 8 bits: converting them with PIL's convert("RGB") would clip at 255.
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _to_rgb_tensor(im: Image.Image, path: Path, long_side: int | None) -> torch.Tensor:
+    if im.mode in _HIGH_BIT_MODES:
+        img = _high_bit_to_tensor(im)
+        return img if long_side is None else resize_long_side(img, long_side)
+
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    try:
+        if has_alpha:
+            # Composite on white *before* resizing: a transparent pixel's hidden colour (often black) would
+            # otherwise bleed into its visible neighbours as a dark fringe.
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            rgb = Image.alpha_composite(white, rgba).convert("RGB")
+        else:
+            rgb = im if im.mode == "RGB" else im.convert("RGB")  # L, 1, P, CMYK, YCbCr. No copy of RGB.
+    except ValueError as exc:  # A mode PIL cannot convert (e.g. LAB without a colour profile).
+        raise ImageError(
+            f"'{path}' uses colour mode {im.mode!r}, which cannot be converted to RGB here; save it as an RGB image"
+        ) from exc
+
+    if long_side is not None and max(rgb.size) != long_side:
+        # reducing_gap: shrink by an integer factor first (fast, box filter), then Lanczos over the last
+        # factor of >= 3 — indistinguishable from a full Lanczos and much faster on big photos.
+        rgb = rgb.resize(_target_size(*rgb.size, long_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    arr = np.array(rgb, dtype=np.uint8)  # [H, W, 3]; a copy, so the tensor owns writable memory.
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0).contiguous()  # [3, H, W]
+
+
+def _high_bit_to_tensor(im: Image.Image) -> torch.Tensor:
+    """16-bit, 32-bit integer and float single-channel images -> [3, H, W] in [0, 1]."""
+    arr = np.array(im).astype(np.float32)  # [H, W]; float32 is exact for 16-bit values and half of float64.
+    if im.mode.startswith("I;16"):
+        arr /= 65535.0
+    elif im.mode == "I":
+        # 32-bit integers carry no bit depth. In practice they come from 16-bit sources (PGM, some TIFFs) or
+        # hold 8-bit data: pick the smallest of those ranges that holds every value, else stretch min..max.
+        top = arr.max(initial=0.0)
+        if arr.min(initial=0.0) >= 0 and top <= 65535:
+            arr /= 255.0 if top <= 255 else 65535.0
+        else:
+            arr = (arr - arr.min()) / max(arr.max() - arr.min(), 1.0)
+    else:  # "F": float data; [0, 1] is kept as is, anything else is stretched to [0, 1].
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = arr.min(initial=0.0), arr.max(initial=0.0)
+        if lo < 0.0 or hi > 1.0:
+            arr = (arr - lo) / max(hi - lo, 1e-12)
+    grey = torch.from_numpy(np.clip(arr, 0.0, 1.0, out=arr))  # [H, W]
+    return grey.unsqueeze(0).expand(3, -1, -1).contiguous()  # [3, H, W]
+
+
+def resize_long_side(img: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resizes so that the longer side is ``long_side`` (antialiased bilinear; upscaling allowed).
+
+    Args:
+        img: ``[..., C, H, W]`` (usually ``[3, H, W]`` or ``[N, 3, H, W]``).
+        long_side: The new size of the longer side, in pixels.
+
+    Returns:
+        The resized tensor, same leading dimensions and dtype.
+    """
+    if long_side < 1:
+        raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
+    height, width = img.shape[-2:]
+    new_w, new_h = _target_size(width, height, long_side)
+    if (new_h, new_w) == (height, width):
+        return img
+    flat = img.reshape(-1, *img.shape[-3:])  # [B, C, H, W]: interpolate wants exactly one batch dimension.
+    out = F.interpolate(flat.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    return out.to(img.dtype).reshape(*img.shape[:-2], new_h, new_w)
+
+
+def pad_to(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pads ``[..., C, h, w]`` at the bottom and right to ``[..., C, height, width]``.
+
+    Used to batch images of different aspect ratios into one ``[N, 3, H, W]`` tensor. Reflection keeps the
+    padding's statistics close to the image's (zeros would add a black band that the style loss sees); where
+    the padding is at least as large as the image side, reflection is impossible and the edge is replicated.
+
+    Args:
+        img: The image, ``[C, h, w]`` or ``[N, C, h, w]``.
+        height: Target height (``>= h``).
+        width: Target width (``>= w``).
+
+    Returns:
+        The padded image.
+    """
+    h, w = img.shape[-2:]
+    if height < h or width < w:
+        raise ValueError(f"pad_to cannot shrink: image is {h}x{w}, target {height}x{width}")
+    out = img.reshape(-1, *img.shape[-3:])  # [B, C, h, w]: F.pad's reflect mode wants a batch dimension.
+    pad_h, pad_w = height - h, width - w
+    # One dimension at a time, so that each can fall back to replicate on its own.
+    if pad_h:
+        out = F.pad(out, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
+    if pad_w:
+        out = F.pad(out, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
+    return out.reshape(*img.shape[:-2], height, width)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _to_uint8_hwc(img: torch.Tensor) -> np.ndarray:
+    """[3, H, W] (or [1, 3, H, W]) float in [0, 1] -> [H, W, 3] uint8; refuses NaN/inf."""
+    img = img.detach()
+    if img.dim() == 4 and img.shape[0] == 1:
+        img = img[0]
+    if img.dim() != 3 or img.shape[0] != 3:
+        raise ValueError(f"expected an RGB image [3, H, W], got shape {tuple(img.shape)}")
+    img = img.float().cpu()
+    if not torch.isfinite(img).all():
+        bad = int((~torch.isfinite(img)).sum())
+        raise ImageError(
+            f"the image contains {bad} NaN/inf values, so it was not written: the optimisation diverged; "
+            "lower the learning rate or the loss weights, or use 32-bit precision"
+        )
+    arr = (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)  # [3, H, W]
+    return arr.permute(1, 2, 0).contiguous().numpy()  # [H, W, 3]
+
+
+def to_pil(img: torch.Tensor) -> Image.Image:
+    """Converts ``[3, H, W]`` float in ``[0, 1]`` (clamped) to an 8-bit RGB PIL image; refuses NaN/inf."""
+    return Image.fromarray(_to_uint8_hwc(img), mode="RGB")
+
+
+def save_image(img: torch.Tensor, path: PathLike) -> Path:
+    """Saves ``[3, H, W]`` float in ``[0, 1]`` (clamped) as an 8-bit RGB PNG, atomically.
+
+    The file is PNG whatever its suffix (give it ``.png``). Parent folders are created. If anything fails, the
+    previous file at ``path`` (if any) is left untouched and no temporary file remains.
+
+    Args:
+        img: The image; a leading batch dimension of 1 is accepted.
+        path: Where to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImageError: The image holds NaN/inf values (nothing is written), or the write failed (full disk,
+            permission denied, ...).
+    """
+    buffer = io.BytesIO()
+    # Encode in memory first: an encoder error can then never leave a partial file, and the write below is
+    # the same atomic mechanism that checkpoints and CSVs use.
+    to_pil(img).save(buffer, format="PNG")
+    path = Path(path).expanduser()
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (signals, pipes): loop until everything is out."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically: readers see the old file or the new one, never a partial one.
+
+    The bytes go to a temporary file in the same folder (``os.replace`` is atomic only within one file
+    system), are flushed to disk with ``fsync``, and the temporary file is then renamed over ``path``.
+    Parent folders are created.
+
+    Args:
+        path: The destination.
+        data: The complete file content.
+
+    Raises:
+        ImageError: The write failed (e.g. disk full, permission denied); the previous file is untouched and the
+            temporary file removed. The original ``OSError`` is chained as ``__cause__``.
+    """
+    path = Path(path).expanduser()
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL on a random name instead of tempfile.mkstemp: mkstemp creates the file with mode 0600, which
+        # would survive the rename; os.open(..., 0o666) lets the user's umask decide, as for any new file.
+        # The name is cut so that the temporary name stays within the usual 255-byte file-name limit.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        while True:
+            tmp = path.with_name(f".{path.name[:80]}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(tmp, flags, 0o666)
+                break
+            except FileExistsError:
+                continue
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)  # The data must be on disk before the rename makes it visible under the real name.
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise ImageError(_write_error_message(path, exc)) from exc
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Makes the rename itself durable (POSIX); best effort, as some systems cannot open folders."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_error_message(path: Path, exc: OSError) -> str:
+    code = exc.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        problem = "no space left on the disk (or the disk quota is used up)"
+        fix = "free some disk space or write to another disk (e.g. change the output folder)"
+    elif code in (errno.EACCES, errno.EPERM):
+        problem = "permission denied"
+        fix = "choose an output folder you can write to, or fix its permissions"
+    elif code == errno.EROFS:
+        problem = "the file system is read-only"
+        fix = "choose an output folder on a writable disk"
+    else:
+        problem = exc.strerror or str(exc)
+        fix = "check that the folder exists, is writable and has free space"
+    return f"could not write '{path}': {problem}; {fix}. Any previous version of the file was left untouched."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Colour utilities
+# --------------------------------------------------------------------------------------------------------------
+
+# FCC NTSC RGB -> YIQ, the space of Gatys et al. (2016), "Preserving Color in Neural Artistic Style Transfer".
+_RGB_TO_YIQ = torch.tensor(
+    [
+        [0.299, 0.587, 0.114],
+        [0.595716, -0.274453, -0.321263],
+        [0.211456, -0.522591, 0.311135],
+    ],
+    dtype=torch.float64,
+)
+# The exact inverse (not the rounded textbook one), so that yiq_to_rgb(rgb_to_yiq(x)) == x to float precision.
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def _apply_color_matrix(img: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    if img.dim() < 3 or img.shape[-3] != 3:
+        raise ValueError(f"expected [..., 3, H, W], got shape {tuple(img.shape)}")
+    m = matrix.to(device=img.device, dtype=img.dtype if img.is_floating_point() else torch.float32)
+    return torch.einsum("ij,...jhw->...ihw", m, img)
+
+
+def rgb_to_yiq(img: torch.Tensor) -> torch.Tensor:
+    """RGB ``[..., 3, H, W]`` -> YIQ (Y luminance in [0, 1]; I, Q chrominance, signed)."""
+    return _apply_color_matrix(img, _RGB_TO_YIQ)
+
+
+def yiq_to_rgb(img: torch.Tensor) -> torch.Tensor:
+    """YIQ ``[..., 3, H, W]`` -> RGB (not clamped)."""
+    return _apply_color_matrix(img, _YIQ_TO_RGB)
+
+
+def transfer_luminance(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Keeps the content's colours: the output's luminance with the content's chrominance.
+
+    This is the luminance-only transfer of Gatys et al. (2016), "Preserving Color in Neural Artistic Style
+    Transfer", applied after the optimisation as neural-style's ``-original_colors`` does: Y from ``output``,
+    I and Q from ``content``.
+
+    Args:
+        output: The stylised image, ``[..., 3, H, W]``.
+        content: The content photo, same shape.
+
+    Returns:
+        The recoloured image, same shape, clamped to ``[0, 1]``.
+    """
+    if output.shape != content.shape:
+        raise ValueError(f"output {tuple(output.shape)} and content {tuple(content.shape)} must have the same shape")
+    y = rgb_to_yiq(output)[..., :1, :, :]  # [..., 1, H, W]
+    iq = rgb_to_yiq(content.to(output.dtype))[..., 1:, :, :]  # [..., 2, H, W]
+    return yiq_to_rgb(torch.cat([y, iq], dim=-3)).clamp(0.0, 1.0)
+
+
+def _sym_matrix_power(cov: torch.Tensor, power: float, eps: float) -> torch.Tensor:
+    """cov ** power for symmetric positive semi-definite [..., 3, 3], through the eigendecomposition."""
+    eigvals, eigvecs = torch.linalg.eigh(cov)
+    # eps keeps the inverse square root finite for flat or two-colour images (eigenvalues ~0).
+    scaled = (eigvals.clamp_min(0.0) + eps) ** power  # [..., 3]
+    return eigvecs @ torch.diag_embed(scaled) @ eigvecs.transpose(-1, -2)
+
+
+def match_color(output: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Linear colour transfer: gives ``output`` the per-channel mean and 3x3 colour covariance of ``reference``.
+
+    ``x' = A (x - mu_out) + mu_ref`` with ``A = Cov_ref^(1/2) Cov_out^(-1/2)``. Gatys et al. (2016) apply this to
+    the *style* image before the optimisation; here it is applied to the *output*, with the content photo as the
+    reference, to bring back the photo's colours after stylisation.
+
+    Of the matrices with ``A Cov_out A^T = Cov_ref``, we take the one built from *symmetric* square roots
+    (eigendecomposition), the "image analogies" variant of the paper, rather than the Cholesky one: it does not
+    depend on the order of the R, G, B channels and rotates colours the least. The statistics are computed in
+    float64, because covariances of [0, 1] pixels are small and their inverse square root amplifies rounding.
+
+    Args:
+        output: ``[N, 3, H, W]`` or ``[3, H, W]``.
+        reference: ``[N, 3, h, w]``, ``[1, 3, h, w]`` or ``[3, h, w]``; may differ from ``output`` in size.
+        eps: Added to the covariance eigenvalues, so flat images do not divide by zero.
+
+    Returns:
+        The recoloured output, shape and dtype of ``output``, clamped to ``[0, 1]``.
+    """
+    if output.dim() not in (3, 4) or output.shape[-3] != 3 or reference.dim() not in (3, 4) or reference.shape[-3] != 3:
+        raise ValueError(
+            f"expected [N, 3, H, W] or [3, H, W] images, got {tuple(output.shape)} and {tuple(reference.shape)}"
+        )
+    unbatched = output.dim() == 3
+    out = output.unsqueeze(0) if unbatched else output
+    ref = reference.unsqueeze(0) if reference.dim() == 3 else reference
+    if ref.shape[0] not in (1, out.shape[0]):
+        raise ValueError(f"reference batch {ref.shape[0]} must be 1 or match the output batch {out.shape[0]}")
+
+    x = out.flatten(2).double()  # [N, 3, H*W]
+    r = ref.flatten(2).double().to(x.device)  # [N or 1, 3, h*w]
+    mu_x, mu_r = x.mean(-1, keepdim=True), r.mean(-1, keepdim=True)  # [N, 3, 1]
+    xc, rc = x - mu_x, r - mu_r
+    cov_x = xc @ xc.transpose(-1, -2) / xc.shape[-1]  # [N, 3, 3]
+    cov_r = rc @ rc.transpose(-1, -2) / rc.shape[-1]
+    transform = _sym_matrix_power(cov_r, 0.5, 0.0) @ _sym_matrix_power(cov_x, -0.5, eps)  # [N, 3, 3]
+    result = (transform @ xc + mu_r).clamp(0.0, 1.0).reshape(out.shape).to(output.dtype)
+    return result[0] if unbatched else result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Naming
+# --------------------------------------------------------------------------------------------------------------
+
+# Names are cut to this many UTF-8 bytes so that "<name>-NN" stays far below the usual 255-byte limit.
+_MAX_NAME_BYTES = 150
+
+
+def _sanitise(stem: str) -> str:
+    """A file-system-safe version of a file stem: unicode letters, digits, '-', '_', '.', '+' survive."""
+    # NFC first, so that an accent typed as a combining mark joins its letter instead of becoming "_".
+    stem = unicodedata.normalize("NFC", stem)
+    chars = [
+        c if c in "-_.+" or unicodedata.category(c)[0] in "LMN" else "_"  # Letters, marks (of scripts), numbers.
+        for c in stem
+    ]
+    cleaned = "".join(chars)
+    # Runs of "_" collapse and edge "_" go, so that "__" only ever appears as the content/style separator.
+    while "__" in cleaned:
+        cleaned = cleaned.replace("__", "_")
+    return cleaned.strip("_") or "image"
+
+
+def _truncate_utf8(name: str, limit: int) -> str:
+    encoded = name.encode("utf-8")
+    if len(encoded) <= limit:
+        return name
+    return encoded[:limit].decode("utf-8", errors="ignore")  # Never cut a character in half.
+
+
+def pair_names(contents: Sequence[Path], styles: Sequence[Sequence[Path]]) -> list[str]:
+    """One file-system-safe, unique and stable name per (content, styles) pair.
+
+    The name is ``"<content-stem>__<style-stem>"``, several styles joined with ``"+"``. Characters other than
+    unicode letters and digits, ``-``, ``_``, ``.`` and ``+`` (spaces, shell metacharacters, ``/``) become ``_``.
+    Duplicates get ``-2``, ``-3``, ... in order of appearance, so the same input list always gives the same
+    names; uniqueness is checked case-insensitively, because macOS and Windows file systems are.
+
+    Args:
+        contents: The content image of each pair.
+        styles: The style images of each pair (one sequence per pair).
+
+    Returns:
+        The names, one per pair.
+    """
+    if len(contents) != len(styles):
+        raise ValueError(f"{len(contents)} content images but {len(styles)} style lists: one list per pair")
+    bases = []
+    for content, pair_styles in zip(contents, styles):
+        style_part = "+".join(_sanitise(Path(s).stem) for s in pair_styles) or "nostyle"
+        name = f"{_sanitise(Path(content).stem)}__{style_part}"
+        # No leading "." (hidden folder) or "-" (read as an option by shell tools).
+        name = _truncate_utf8(name.lstrip(".-") or "image", _MAX_NAME_BYTES)
+        bases.append(name)
+
+    # A later original name must not be taken by an earlier duplicate's suffix ("a", "a", "a-2").
+    reserved = {b.casefold() for b in bases}
+    used: set[str] = set()
+    names = []
+    for base in bases:
+        name = base
+        if name.casefold() in used:
+            k = 2
+            while f"{base}-{k}".casefold() in used or f"{base}-{k}".casefold() in reserved:
+                k += 1
+            name = f"{base}-{k}"
+        used.add(name.casefold())
+        names.append(name)
+    return names
+
