@@ -1,0 +1,400 @@
+"""Frozen CNN feature extractors with human layer names.
+
+A `FeatureExtractor` is a torchvision network cut into an ordered list of named stages (`conv1_1`, `relu1_1`,
+`pool1`, …). `set_layers` chooses the taps; `forward` normalises an RGB image in [0, 1], runs the stages in
+order, collects the taps and stops after the deepest one. Subclasses (vgg.py, alexnet.py, resnet.py) only say
+how to build the torchvision trunk and how to name its stages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import WeightsEnum
+
+# Statistics the weights were trained with, for RGB input in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe convention (offline VGG16, see its README): RGB in 0..255 minus the per-channel mean
+# (122.67892, 116.66877, 104.00699), i.e. for x in [0, 1]: (x - mean) / (1/255).
+CAFFE_MEAN = (0.48109, 0.45752, 0.40787)
+CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
+NORMALIZATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "caffe": (CAFFE_MEAN, CAFFE_STD),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+class WeightsError(RuntimeError):
+    """The requested weights could not be downloaded, read, or do not fit the architecture."""
+
+
+def swag(features: Tensor, temperature: float = 1.0) -> Tensor:
+    """Activation smoothing of Wang, Li & Vasconcelos, CVPR 2021 ("SWAG", arXiv 2104.05623).
+
+    The paper applies a softmax over *all* activations of a layer (every channel and position), which raises
+    the entropy of the peaky feature maps that residual networks produce; its reference code
+    (github.com/peiwang062/swag, ``softmax3d``) divides by a temperature T first (T = 1 in its released runs).
+
+    Departures, and why:
+      * per image: the reference flattens the whole batch into one softmax (it ran with batch size 1); here
+        each image of a batch is independent, so pairs in one batch do not interact.
+      * scale: a softmax over C·H·W entries is ~1/(C·H·W) per entry (~1e-6), so Grams are ~1e-12 and the
+        reference needs a style weight of 1e17. We multiply by C·H·W, so the smoothed map has mean exactly 1
+        whatever the layer or image size: losses stay O(1) and fp16/bf16 never see subnormals. For a fixed
+        layer and size this is a constant factor, i.e. only a rescaling of the loss weights.
+      * precision: computed in float32 (a sum of 1e5–1e6 exponentials); autocast does the same for softmax.
+
+    Args:
+        features: Feature map ``[N, C, H, W]``.
+        temperature: T > 0; larger T gives a flatter (higher-entropy) map.
+
+    Returns:
+        ``C·H·W · softmax(features / T)`` over each image's C·H·W entries, float32, shape ``[N, C, H, W]``.
+    """
+    n = features[0].numel()
+    z = features.float().flatten(1) / temperature  # [N, C*H*W]
+    return (torch.softmax(z, dim=1) * n).view(features.shape)
+
+
+def _out_side(module: nn.Module, side: int) -> int:
+    """Spatial side of `module`'s output for a `side`-pixel input; < 1 means the input is too small."""
+    if side < 1:
+        return side
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+        k, s, p, d = (_first(getattr(module, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
+        span = side + 2 * p - d * (k - 1) - 1
+        if span < 0:  # kernel larger than the (padded) input: torch refuses it
+            return 0
+        return (-(-span // s) if getattr(module, "ceil_mode", False) else span // s) + 1
+    for name, child in module.named_children():
+        if name != "downsample":  # ResNet shortcut: it yields the same size as the main path it joins
+            side = _out_side(child, side)
+    return side
+
+
+def _first(v: int | tuple[int, ...]) -> int:
+    return v[0] if isinstance(v, tuple) else v
+
+
+class FeatureExtractor(nn.Module):
+    """Base class: a frozen torchvision CNN that returns named intermediate feature maps.
+
+    Subclasses define `weights_enum`, `_build_trunk` and `_named_stages` (and `_adapt_state_dict` when a
+    file's keys need mapping onto the trunk's).
+    """
+
+    weights_enum: ClassVar[type[WeightsEnum]]
+    default_weights: ClassVar[str] = "IMAGENET1K_V1"
+    # How a usable state-dict file looks, for error messages.
+    key_hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        weights: str | None = "imagenet",
+        normalization: str = "auto",
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        smoothing: float | dict[str, float] | None = None,
+    ) -> None:
+        """
+        Args:
+            weights: "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded once to the torch.hub cache),
+                another member name of the architecture's torchvision weights enum (e.g. "IMAGENET1K_V2"),
+                a path to a local state-dict file (full torchvision model or features only), or null for
+                random initialisation (tests).
+            normalization: Input statistics: "imagenet", "caffe" (RGB 0..255 minus the mean pixel),
+                "none", or "auto" (the statistics of the chosen torchvision weights; "imagenet" otherwise).
+            mean: Per-channel RGB mean for input in [0, 1]; with `std`, overrides `normalization`.
+            std: Per-channel RGB std for input in [0, 1]; with `mean`, overrides `normalization`.
+            smoothing: Activation smoothing (SWAG, Wang et al. CVPR 2021) of the returned features: a
+                temperature T for every tap, a mapping layer -> T for some taps, or null for none.
+        """
+        super().__init__()
+        trunk = self._build_trunk()
+        member = self._weights_member(weights)
+        self.weights = self._load_weights(trunk, weights, member)  # short description, for repr
+        stages = self._named_stages(trunk)
+        self.stages = nn.ModuleList(m for _, m in stages)
+        # Tap name -> index of the stage whose output it is. Aliases (ResNet "layer1" = its last block) share
+        # the index of their target and come right after it, so the list order is the depth order.
+        self._tap_stage: dict[str, int] = {}
+        aliases = self._aliases()
+        for i, (name, _) in enumerate(stages):
+            self._tap_stage[name] = i
+            self._tap_stage.update({a: i for a, target in aliases.items() if target == name})
+        self._valid = list(self._tap_stage)
+
+        self.normalization, mean_, std_ = self._resolve_normalization(normalization, mean, std, member)
+        self.register_buffer("mean", torch.tensor(mean_).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std_).view(1, 3, 1, 1), persistent=False)
+        self.smoothing = self._resolve_smoothing(smoothing)
+
+        self._layers: list[str] | None = None
+        self._last_stage = len(self.stages) - 1
+        self._min_side = 1
+        self.requires_grad_(False)
+        self.eval()
+
+    # ----------------------------------------------------------------------------------- subclass hooks
+    def _build_trunk(self) -> nn.Module:
+        """The torchvision network (random init) whose state-dict keys local weight files must match."""
+        raise NotImplementedError(f"{self._name} is a base class: use VGG19, VGG16, AlexNet or ResNet50")
+
+    def _named_stages(self, trunk: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The trunk as ordered (name, module) stages; ReLUs at taps must not be in-place."""
+        raise NotImplementedError
+
+    def _aliases(self) -> dict[str, str]:
+        """Extra tap names for the output of an existing stage: {alias: stage name}."""
+        return {}
+
+    def _adapt_state_dict(self, sd: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """Map a loaded state dict onto the trunk's keys; returns (dict, prefix the file used)."""
+        return sd, ""
+
+    # ------------------------------------------------------------------------------------------ public
+    @property
+    def valid_layers(self) -> list[str]:
+        """Every tap name, ordered by depth."""
+        return list(self._valid)
+
+    @property
+    def layers(self) -> list[str] | None:
+        """The taps `forward` returns (depth order), or None before `set_layers`."""
+        return None if self._layers is None else list(self._layers)
+
+    def layer_index(self, name: str) -> int:
+        """Depth rank of a tap name (position in `valid_layers`), for sorting."""
+        self._check_names([name])
+        return self._valid.index(name)
+
+    def set_layers(self, layers: Iterable[str]) -> None:
+        """Choose the taps `forward` returns.
+
+        Args:
+            layers: Tap names from `valid_layers`; duplicates are ignored.
+
+        Raises:
+            ValueError: If `layers` is empty or names an unknown tap.
+        """
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if not names:
+            raise ValueError(f"{self._name}: set_layers needs at least one layer; valid layers: {self._valid_str}")
+        self._check_names(names)
+        self._layers = sorted(set(names), key=self._valid.index)
+        self._last_stage = max(self._tap_stage[n] for n in self._layers)
+        self._min_side = self._min_side_for(self._last_stage)
+
+    def min_input_size(self) -> int:
+        """Smallest square side (pixels) for which every stage up to the deepest requested tap has at least a
+        1x1 output (the whole network before `set_layers`). Applies to height and width separately."""
+        return self._min_side if self._layers is not None else self._min_side_for(len(self.stages) - 1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Features of `x` at the requested taps.
+
+        Args:
+            x: RGB images in [0, 1], ``[N, 3, H, W]``. Gradients flow back to `x`.
+
+        Returns:
+            {tap name: feature map ``[N, C, h, w]``} in depth order; smoothed taps are float32.
+        """
+        if self._layers is None:
+            raise RuntimeError(
+                f"{self._name}: call set_layers([...]) before forward; valid layers: {self._valid_str}"
+            )
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self._name}: expected RGB images [N, 3, H, W], got shape {tuple(x.shape)}")
+        if min(x.shape[-2:]) < self._min_side:
+            raise ValueError(
+                f"{self._name}: input {x.shape[-2]}x{x.shape[-1]} is too small for layer {self._layers[-1]!r}; "
+                f"height and width must be at least {self._min_side} px"
+            )
+        wanted: dict[int, list[str]] = {}
+        for name in self._layers:
+            wanted.setdefault(self._tap_stage[name], []).append(name)
+
+        x = (x - self.mean) / self.std
+        feats: dict[str, Tensor] = {}
+        # Run only up to the deepest requested stage: everything after it is wasted work on the hot path.
+        for i, stage in enumerate(self.stages[: self._last_stage + 1]):
+            x = stage(x)
+            for name in wanted.get(i, ()):
+                feats[name] = x
+        if self.smoothing:
+            feats = {n: swag(f, self.smoothing[n]) if n in self.smoothing else f for n, f in feats.items()}
+        return feats
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Always stays in eval mode: Lightning calls `.train()` on the whole model, but a frozen extractor
+        must keep BatchNorm on its running statistics (the seed study's ResNet ran in train mode by mistake)."""
+        return super().train(False)
+
+    def __repr__(self) -> str:
+        # Short on purpose: printing 40 stages helps no one; the layer list is what a user needs to see.
+        smoothing = self.smoothing if self.smoothing else None
+        return (
+            f"{self._name}(weights={self.weights!r}, normalization={self.normalization!r}, "
+            f"layers={self._layers}, smoothing={smoothing})"
+        )
+
+    # ---------------------------------------------------------------------------------------- helpers
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def _valid_str(self) -> str:
+        return ", ".join(self._valid)
+
+    def _check_names(self, names: Iterable[str]) -> None:
+        bad = [n for n in names if n not in self._tap_stage]
+        if bad:
+            which = ", ".join(repr(n) for n in bad)
+            raise ValueError(
+                f"unknown layer{'s' if len(bad) > 1 else ''} {which} for {self._name}; "
+                f"valid layers: {self._valid_str}"
+            )
+
+    def _min_side_for(self, last_stage: int) -> int:
+        # Monotone in the input side, so the first side that survives every stage is the answer.
+        for side in range(1, 1 << 14):
+            s = side
+            for stage in self.stages[: last_stage + 1]:
+                s = _out_side(stage, s)
+                if s < 1:
+                    break
+            else:
+                return side
+        raise RuntimeError(f"{self._name}: no input size up to 16384 px reaches stage {last_stage}")
+
+    def _resolve_normalization(
+        self,
+        normalization: str,
+        mean: tuple[float, float, float] | None,
+        std: tuple[float, float, float] | None,
+        member: WeightsEnum | None,
+    ) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+        if (mean is None) != (std is None):
+            raise ValueError(f"{self._name}: give both `mean` and `std`, or neither")
+        if mean is not None and std is not None:
+            if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+                raise ValueError(f"{self._name}: mean/std need 3 values (RGB), std > 0; got {mean}, {std}")
+            return "custom", tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        if normalization == "auto":
+            if member is not None:  # the statistics these torchvision weights were trained with
+                t = member.transforms()
+                return f"auto ({member})", tuple(t.mean), tuple(t.std)
+            return "auto (imagenet)", IMAGENET_MEAN, IMAGENET_STD
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"{self._name}: unknown normalization {normalization!r}; "
+                f"choose one of: auto, {', '.join(NORMALIZATIONS)} (or give mean and std)"
+            )
+        return (normalization, *NORMALIZATIONS[normalization])
+
+    def _resolve_smoothing(self, smoothing: float | Mapping[str, float] | None) -> dict[str, float]:
+        if smoothing is None:
+            return {}
+        temps = dict(smoothing) if isinstance(smoothing, Mapping) else dict.fromkeys(self._valid, smoothing)
+        self._check_names(temps)
+        for name, t in temps.items():
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 or not math.isfinite(t):
+                raise ValueError(f"{self._name}: smoothing temperature for {name!r} must be > 0, got {t!r}")
+        return {n: float(t) for n, t in temps.items()}
+
+    # ---------------------------------------------------------------------------------------- weights
+    def _weights_member(self, weights: str | os.PathLike | None) -> WeightsEnum | None:
+        """The torchvision weights enum member that `weights` names, or None (random init or a file)."""
+        if not isinstance(weights, str):
+            return None
+        enum = self.weights_enum
+        name = self.default_weights if weights == "imagenet" else weights.removeprefix(enum.__name__ + ".")
+        return enum[name] if name in enum.__members__ else None
+
+    def _load_weights(self, trunk: nn.Module, weights: str | os.PathLike | None, member: WeightsEnum | None) -> str:
+        if weights is None:
+            return "random"
+        if member is not None:
+            sd, source = self._download(member), str(member)
+        elif isinstance(weights, (str, os.PathLike)):
+            sd, source = self._read_file(Path(weights)), os.fspath(weights)
+        else:
+            raise TypeError(f"{self._name}: weights must be a string or None, got {type(weights).__name__}")
+        sd, prefix = self._adapt_state_dict(sd)
+        self._check_and_load(trunk, sd, prefix, source)
+        return "imagenet" if weights == "imagenet" else source
+
+    def _download(self, member: WeightsEnum) -> dict[str, Any]:
+        url = member.url
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+        try:
+            # Looked up on torch.hub at call time (not imported by name) so tests can monkeypatch it.
+            return torch.hub.load_state_dict_from_url(
+                url, map_location="cpu", progress=True, check_hash=True, weights_only=True
+            )
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+            corrupt = " The cached file exists but could not be read: delete it and retry." if cached.exists() else ""
+            raise WeightsError(
+                f"{self._name}: could not get torchvision weights {member} ({type(e).__name__}: {e}).{corrupt}\n"
+                f"torchvision wanted {url}\n"
+                f"cached as {cached}\n"
+                f"Fix: download that file on a machine with internet access and put it at the path above "
+                f"(TORCH_HOME moves the cache), or pass a local state dict with `weights: /path/to/state_dict.pth` "
+                f"(YAML: model.extractor.init_args.weights), or `weights: null` for random weights."
+            ) from e
+
+    def _read_file(self, path: Path) -> dict[str, Any]:
+        path = path.expanduser()
+        if not path.is_file():
+            choices = ", ".join(["imagenet", *self.weights_enum.__members__])
+            raise WeightsError(
+                f"{self._name}: weights file not found: {path} (absolute: {path.absolute()}). `weights` takes "
+                f"one of {choices}, a path to a state-dict file, or null for random weights."
+            )
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle, zip and weights_only errors all mean "not a plain state dict"
+            raise WeightsError(f"{self._name}: could not read {path} as a state dict: {e}") from e
+        # Tolerate the two common wrappers: {"state_dict": {...}} and DDP's "module." prefix.
+        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+            obj = obj["state_dict"]
+        if not isinstance(obj, Mapping):
+            raise WeightsError(f"{self._name}: {path} holds a {type(obj).__name__}, not a state dict")
+        if obj and all(k.startswith("module.") for k in obj):
+            obj = {k.removeprefix("module."): v for k, v in obj.items()}
+        return dict(obj)
+
+    def _check_and_load(self, trunk: nn.Module, sd: Mapping[str, Any], prefix: str, source: str) -> None:
+        """Load `sd` into `trunk` or raise a WeightsError naming the missing and mismatched keys."""
+        expected = trunk.state_dict()
+        # BatchNorm's counter is unused in eval mode and absent from old checkpoints.
+        missing = [prefix + k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
+        mismatched = [
+            f"{prefix + k} (file {tuple(sd[k].shape) if isinstance(sd[k], Tensor) else type(sd[k]).__name__}, "
+            f"{self._name} {tuple(v.shape)})"
+            for k, v in expected.items()
+            if k in sd and not (isinstance(sd[k], Tensor) and sd[k].shape == v.shape)
+        ]
+        if missing or mismatched:
+            parts = [f"{len(missing)} missing key(s): {_few(missing)}"] if missing else []
+            parts += [f"{len(mismatched)} shape mismatch(es): {_few(mismatched)}"] if mismatched else []
+            raise WeightsError(
+                f"{self._name}: weights {source!r} do not fit this architecture; " + "; ".join(parts) + ". "
+                f"Expected {self.key_hint}."
+            )
+        trunk.load_state_dict({k: sd.get(k, v) for k, v in expected.items()})
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f", … ({len(items) - n} more)" if len(items) > n else "")
