@@ -1,0 +1,77 @@
+"""Helpers shared by the benchmarks: the plain-PyTorch reference loop and timing utilities."""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from nst_pl import losses
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE_VGG16 = REPO.parent / "shared" / "weights" / "vgg16_caffe_hed.pth"
+STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+CONTENT_LAYERS = ["relu4_2"]
+
+
+class PlainLoop:
+    """The classic Gatys loop written directly in PyTorch: the baseline every benchmark compares against.
+
+    Same extractor object, same layers and the same loss functions as nst-pl's module, no Lightning.
+    """
+
+    def __init__(self, extractor, content: torch.Tensor, style: torch.Tensor, content_weight: float,
+                 style_weight: float, lr: float, relative: bool = False, init: torch.Tensor | None = None):
+        self.extractor = extractor
+        extractor.set_layers(CONTENT_LAYERS + STYLE_LAYERS)
+        with torch.no_grad():
+            cf = extractor(content)
+            sf = extractor(style)
+            self.content_t = {l: cf[l].float() for l in CONTENT_LAYERS}
+            self.style_t = {l: losses.gram(sf[l]) for l in STYLE_LAYERS}
+            self.c_scale = {l: (t.pow(2).mean() + 1e-8) if relative else 1.0 for l, t in self.content_t.items()}
+            self.s_scale = {l: (t.pow(2).mean() + 1e-8) if relative else 1.0 for l, t in self.style_t.items()}
+        self.image = (content if init is None else init).clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.image], lr=lr)
+        self.cw, self.sw = content_weight, style_weight
+
+    def step(self) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        f = self.extractor(self.image)
+        c = sum(losses.content_loss(f[l], self.content_t[l]).sum() / self.c_scale[l] for l in CONTENT_LAYERS)
+        s = sum(losses.gram_loss(f[l], self.style_t[l]).sum() / self.s_scale[l] for l in STYLE_LAYERS)
+        loss = self.cw * c / len(CONTENT_LAYERS) + self.sw * s / len(STYLE_LAYERS)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            self.image.clamp_(0, 1)
+        return loss.item()
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
+
+
+class StepTimer:
+    """Lightning callback: wall time of each optimisation step, measured between consecutive step starts so that
+    everything Lightning does per step (data fetch, hooks, logging, optimiser) is included."""
+
+    def __new__(cls):
+        import pytorch_lightning as pl
+
+        class _T(pl.Callback):
+            def __init__(self):
+                self.times: list[float] = []
+                self._t = 0.0
+
+            def on_train_batch_start(self, *a):
+                now = time.perf_counter()
+                if self._t:
+                    self.times.append(now - self._t)
+                self._t = now
+
+            def on_train_end(self, *a):
+                self.times.append(time.perf_counter() - self._t)
+
+        return _T()

@@ -1,0 +1,113 @@
+"""Per-step overhead of nst-pl's Lightning training step against a plain PyTorch loop doing the same maths, and the
+time from `nst-pl fit` start to the first step.
+
+    python bench/overhead.py            # 256 px, VGG19, 3 alternating rounds of 15 timed steps each
+    python bench/overhead.py --quick    # smoke run
+
+Both sides use the same extractor object, layers (content relu4_2, style relu1_1…relu5_1), losses (relative Gram),
+image size and optimiser (Adam, lr 0.02). Rounds alternate (plain, nst-pl, plain, …) so that load from other
+processes hits both sides alike; the figure that matters is the ratio of medians. Goal: ratio <= 1.03.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, StepTimer, median  # noqa: E402
+
+import pytorch_lightning as pl  # noqa: E402
+
+from nst_pl.cli import TRAINER_DEFAULTS  # noqa: E402
+from nst_pl.data import PairDataModule  # noqa: E402
+from nst_pl.extractors import VGG19  # noqa: E402
+from nst_pl.module import StyleTransfer  # noqa: E402
+
+CONTENT = REPO / "images" / "tubingen.jpg"
+STYLE = REPO / "style" / "starry_night.jpg"
+
+
+def plain_round(extractor, data, steps: int, warmup: int) -> list[float]:
+    loop = PlainLoop(extractor, data.content, data.styles[0][0][None], content_weight=1.0, style_weight=10.0,
+                     lr=0.02, relative=True)
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        loop.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def nst_round(extractor, size: int, steps: int, warmup: int, root: str) -> list[float]:
+    model = StyleTransfer(extractor, content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS)
+    data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
+    timer = StepTimer()
+    args = dict(TRAINER_DEFAULTS)
+    args.update(max_steps=warmup + steps, accelerator="cpu", devices=1, default_root_dir=root, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, callbacks=[timer])
+    pl.Trainer(**args).fit(model, datamodule=data)
+    return timer.times[warmup:]
+
+
+def first_step_latency(size: int, weights: Path | None) -> float:
+    """Seconds from launching `python -m nst_pl.cli fit` to the first optimisation step."""
+    with tempfile.TemporaryDirectory() as root:
+        cmd = [sys.executable, "-m", "nst_pl.cli", "fit", "--config", str(REPO / "configs" / "vgg19.yaml"),
+               "--data.content", str(CONTENT), "--data.style", str(STYLE), "--data.image_size", str(size),
+               "--trainer.max_steps", "1", "--trainer.default_root_dir", root,
+               "--trainer.callbacks+=first_step_stamp.FirstStepStamp"]
+        if weights is not None:
+            cmd += ["--model.extractor", "nst_pl.extractors.VGG16", "--model.extractor.init_args.weights",
+                    str(weights), "--model.extractor.init_args.normalization", "caffe"]
+        else:
+            cmd += ["--model.extractor.init_args.weights", "null"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "bench"), str(REPO)]))
+        start = time.time()
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        stamp = float(re.search(r"FIRST_STEP_AT (\d+\.\d+)", out).group(1))
+        return stamp - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=15, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.size, args.steps, args.rounds = 64, 3, 1
+    torch.manual_seed(0)
+    extractor = VGG19(weights=None)  # speed does not depend on the weights' values
+    data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=args.size)
+    data.setup()
+    plain, nst = [], []
+    with tempfile.TemporaryDirectory() as root:
+        for r in range(args.rounds):
+            plain += plain_round(extractor, data, args.steps, warmup=2)
+            nst += nst_round(extractor, args.size, args.steps, warmup=2, root=root)
+            print(f"round {r + 1}: plain {median(plain):.3f} s/step, nst-pl {median(nst):.3f} s/step", flush=True)
+    ratio = median(nst) / median(plain)
+    weights = OFFLINE_VGG16 if OFFLINE_VGG16.exists() else None
+    latency = [first_step_latency(args.size, weights) for _ in range(1 if args.quick else 3)]
+    print()
+    print(f"| measure ({args.size} px, VGG19, {torch.get_num_threads()} threads) | value |")
+    print("|---|---|")
+    print(f"| plain PyTorch loop, median s/step ({len(plain)} steps) | {median(plain):.3f} |")
+    print(f"| nst-pl training step, median s/step ({len(nst)} steps) | {median(nst):.3f} |")
+    print(f"| **overhead ratio nst-pl / plain** (goal <= 1.03) | **{ratio:.3f}** |")
+    what = "offline VGG16 file" if weights else "random weights"
+    print(f"| `nst-pl fit` start -> first step, median of {len(latency)} ({what}; goal <= 5 s) | {median(latency):.2f} s |")
+
+
+if __name__ == "__main__":
+    main()
