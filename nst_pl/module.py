@@ -273,19 +273,26 @@ class StyleTransfer(pl.LightningModule):
         idx = batch.to(self.image.device)
         world = self.trainer.world_size
         if idx.numel() == 0:
-            # A rank without pairs still takes part in DDP's gradient all-reduce with a zero gradient.
-            return self.image.sum() * 0.0
+            # A rank without pairs (more ranks than pairs) still takes part in DDP's gradient all-reduce, with a
+            # zero gradient, and in the all-reduce of the logged values.
+            zero = self.image.sum() * 0.0
+            self._log_terms({k: zero.detach()[None] for k in self._term_names()})
+            return zero
         terms = self.compute_losses(idx)
         # Sum over pairs: each image gets exactly its own gradient. DDP averages gradients over ranks, and each
         # image lives on one rank only, so multiply by the world size to undo the average.
         loss = terms["total"].sum() * world
-        self._log_terms(terms, idx)
+        self._log_terms(terms)
         return loss
 
-    def _log_terms(self, terms: dict[str, Tensor], idx: Tensor) -> None:
+    def _term_names(self) -> list[str]:
+        return (["total", "content", "style", "tv"] + [f"content/{l}" for l in self.content_layers]
+                + [f"style/{l}" for l in self.style_layers])
+
+    def _log_terms(self, terms: dict[str, Tensor]) -> None:
         # One all-reduce for every scalar (instead of one per `self.log(sync_dist=True)` call): sums over pairs,
         # then divided by N, so the logged values are per-pair means whatever the sharding.
-        keys = ["total", "content", "style", "tv"] + [k for k in terms if "/" in k]
+        keys = self._term_names()
         values = torch.stack([terms[k].detach().float().sum() for k in keys])
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.all_reduce(values)
