@@ -1,6 +1,8 @@
 """ImageLogger: the run's record — a PNG per pair every N steps, the same images and the losses in TensorBoard."""
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -8,7 +10,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from nst_pl.images import save_image
+from nst_pl.images import ImageError, save_image
 
 
 class ImageLogger(pl.Callback):
@@ -36,15 +38,29 @@ class ImageLogger(pl.Callback):
             _check_writable(self.root)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save(trainer, pl_module)
+        self._save_or_warn(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
-            self.save(trainer, pl_module)
+            self._save_or_warn(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The final images are the result: failing to write them is an error (the checkpoint saved on the way
+        # out holds them; resuming from it with --ckpt_path writes them again).
         self.save(trainer, pl_module)
+
+    def _save_or_warn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A periodic snapshot that cannot be written (full disk, a network share that went away) must not end a
+        # run that may have hours left: the images also live in the checkpoints, and the next period retries.
+        # The previous PNG is untouched (atomic writes). A checkpoint that cannot be written does stop the run.
+        try:
+            self.save(trainer, pl_module)
+        except ImageError as err:
+            rank_zero_warn(
+                f"step {trainer.global_step}: could not save the images, the run continues and retries at the next "
+                f"save: {err}"
+            )
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Ctrl-C, SIGTERM or a diverged loss: keep what was reached (save() refuses non-finite images).
@@ -83,7 +99,8 @@ def _check_writable(folder: Path) -> None:
     """Fail before the first step, not after an hour, when the output folder cannot be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
+        # One probe name per process: DDP ranks may check the same folder at the same time.
+        probe = folder / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:

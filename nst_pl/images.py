@@ -63,6 +63,15 @@ class ImageError(ValueError):
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _expanduser(path: PathLike) -> Path:
+    """`~/x` -> the home folder, like a shell; a name that merely starts with `~` (`~draft.png`, or `~user` for a user
+    that does not exist) stays literal, as in bash, instead of Python's "Could not determine home directory"."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> list[Path]:
     """Turns a file, a folder or a list of files/folders into a list of image paths.
 
@@ -85,7 +94,7 @@ def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> l
 
     found: list[Path] = []
     for item in items:
-        path = Path(item).expanduser()
+        path = _expanduser(item)
         if path.is_dir():
             found.extend(_images_in_folder(path, what))
         elif path.is_file():
@@ -206,7 +215,7 @@ def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int 
     Raises:
         ImageError: The file is missing, not an image, corrupt or truncated, too large, or in an unsupported mode.
     """
-    path = Path(path).expanduser()
+    path = _expanduser(path)
     if long_side is not None and long_side < 1:
         raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
     if path.is_dir():
@@ -426,7 +435,7 @@ def save_image(img: torch.Tensor, path: PathLike) -> Path:
     # Encode in memory first: an encoder error can then never leave a partial file, and the write below is
     # the same atomic mechanism that checkpoints and CSVs use.
     to_pil(img).save(buffer, format="PNG")
-    path = Path(path).expanduser()
+    path = _expanduser(path)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
@@ -454,7 +463,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         ImageError: The write failed (e.g. disk full, permission denied); the previous file is untouched and the
             temporary file removed. The original ``OSError`` is chained as ``__cause__``.
     """
-    path = Path(path).expanduser()
+    path = _expanduser(path)
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,11 +485,14 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
         tmp = None
-    except OSError as exc:
+    except BaseException as exc:
+        # Any failure, including Ctrl-C in the middle of the write, removes the temporary file.
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        raise ImageError(_write_error_message(path, exc)) from exc
+        if isinstance(exc, OSError):
+            raise ImageError(_write_error_message(path, exc)) from exc
+        raise
     _fsync_folder(path.parent)
 
 

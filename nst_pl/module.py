@@ -308,7 +308,10 @@ class StyleTransfer(pl.LightningModule):
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):
-        opt = self.optimizer_factory([self.image])
+        try:
+            opt = self.optimizer_factory([self.image])
+        except ValueError as err:  # torch.optim's own checks ("Invalid learning rate: -1.0"): say where to fix it
+            raise ValueError(f"model.optimizer: {err}") from err
         if isinstance(opt, torch.optim.LBFGS):
             group = opt.param_groups[0]
             if group["max_iter"] != 1:
@@ -324,6 +327,21 @@ class StyleTransfer(pl.LightningModule):
                     "that is evaluated several times): use bf16-mixed, 32-true, or Adam"
                 )
         return opt
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Runs after backward, before the update. A NaN/inf gradient with a finite loss would turn the pixels into
+        # NaN (clamping keeps NaN), and the checkpoint written on the way out would then hold a NaN image in place
+        # of the last good one: stop here, while the image is still finite. Under DDP the gradient is already
+        # all-reduced, so every rank sees the same values and raises at the same step (no rank left waiting).
+        # Skipped under 16-mixed, whose gradient scaler expects inf gradients now and then and skips those steps.
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None or self.image.grad is None:
+            return
+        if not torch.isfinite(self.image.grad).all():
+            raise NonFiniteLossError(
+                f"the gradient became NaN or inf at step {self.global_step}: the optimisation diverged. Lower the "
+                "learning rate (model.optimizer.init_args.lr) or the loss weights; the images saved so far are kept "
+                "and the image of this step is still finite."
+            )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
