@@ -50,6 +50,12 @@ class ImageLogger(pl.Callback):
         # out holds them; resuming from it with --ckpt_path writes them again).
         self.save(trainer, pl_module)
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning skips the training loop, and with it on_train_start/on_train_end, when a run is resumed from
+        # the checkpoint of a finished run. Saving here makes that resume write the final images (e.g. after the
+        # disk was full at the end of the run); after a normal run the images of this step are already saved.
+        self.save(trainer, pl_module)
+
     def _save_or_warn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A periodic snapshot that cannot be written (full disk, a network share that went away) must not end a
         # run that may have hours left: the images also live in the checkpoints, and the next period retries.

@@ -1,0 +1,587 @@
+"""Reliability through the real entry point: bad input gets a one-paragraph error, faults lose nothing (issue 5).
+
+Every test drives `nst_pl.cli.main` (in-process) or `python -m nst_pl.cli` (a subprocess, where signals and exit
+codes matter) with tiny images and random weights. The subprocess runs are started once per module, in the
+background, as soon as the module starts (see `runs`): each costs ~10 s of imports, and they overlap with the
+in-process tests instead of adding up.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+import yaml
+from PIL import Image
+
+from conftest import make_image
+from nst_pl import images as images_mod
+from nst_pl.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from nst_pl.cli import NSTCLI, _is_user_error, main
+from nst_pl.data import PairDataModule
+from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
+from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer, _layer_weights
+from test_images import png_header_claiming
+
+REPO = Path(__file__).resolve().parents[1]
+ORIGINAL_WRITE_ALL = images_mod._write_all
+PNG_MAGIC = b"\x89PNG"
+CKPT_MAGIC = b"PK"  # torch.save writes a zip archive
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def inputs(root: Path) -> tuple[Path, Path]:
+    content = make_image(root / "content" / "photo.png", (48, 40), seed=1)
+    style = make_image(root / "style" / "paint.png", (40, 40), seed=2, kind="stripes")
+    return content, style
+
+
+# Shallow layers keep a step cheap on a shared CPU; the behaviour under test does not depend on the depth.
+SHALLOW = ("--model.content_layers", "[relu2_1]", "--model.style_layers", "[relu1_1, relu2_1]")
+
+
+def fit_args(root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True) -> list[str]:
+    return [
+        "fit",
+        "--model.extractor", "nst_pl.extractors.VGG19", "--model.extractor.init_args.weights", "null",
+        *(SHALLOW if shallow else ()),
+        "--data.content", str(content), "--data.style", str(style), "--data.image_size", str(size),
+        "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root / "out"),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
+        "--image_logger.every_n_steps", "1",
+        *extra,
+    ]
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    """Run the CLI in-process: (exit code, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, capsys.readouterr().err
+
+
+def assert_clear_error(code: int, err: str, *words: str) -> str:
+    """Exit code 2, no traceback, and one `nst-pl: error:` paragraph that contains every word."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.count("nst-pl: error:") == 1, err
+    paragraph = err[err.index("nst-pl: error:"):]
+    for word in words:
+        assert word in paragraph, f"{word!r} not in {paragraph!r}"
+    assert len(paragraph.strip().splitlines()) <= 8, paragraph  # a paragraph, not a dump
+    return paragraph
+
+
+def run_dir(root: Path, version: int = 0) -> Path:
+    return root / "out" / "lightning_logs" / f"version_{version}"
+
+
+def png_steps(folder: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.png"))
+
+
+def read_png(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        im.load()  # a truncated file fails here
+        return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def load_ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def no_stray_files(root: Path) -> None:
+    """Nothing half-written under a visible name: every PNG decodes, every checkpoint loads, no temp file is left."""
+    for png in root.rglob("*.png"):
+        read_png(png)
+    for ckpt in root.rglob("*.ckpt"):
+        load_ckpt(ckpt)
+    assert not [p for p in root.rglob("*.tmp")]
+
+
+# ------------------------------------------------------------------------------- subprocess runs (background)
+# Kills the process with SIGKILL in the middle of writing its N-th checkpoint: half of the bytes are out, the
+# rename has not happened. This is the worst moment for a non-atomic writer.
+KILL_DURING_CHECKPOINT = r"""
+import os, signal, sys
+import nst_pl.images as images
+original, count = images._write_all, [0]
+def write_all(fd, data):
+    if bytes(data[:2]) == b"PK":  # a checkpoint (torch.save's zip), not a PNG
+        count[0] += 1
+        if count[0] == int(os.environ["NST_TEST_KILL_AT"]):
+            original(fd, data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    original(fd, data)
+images._write_all = write_all
+from nst_pl.cli import main
+main(sys.argv[1:])
+"""
+
+
+class Background:
+    """A `python -m nst_pl.cli` subprocess; a thread sends `sig` once `ready` exists, then collects the output."""
+
+    def __init__(self, argv: list[str], root: Path, sig: int | None = None, ready: str = "", env: dict | None = None):
+        self.root = root
+        environment = dict(os.environ, PYTHONPATH=str(REPO), PL_DISABLE_FORK="1", OMP_NUM_THREADS="1", **(env or {}))
+        environment.pop("NST_PL_DEBUG", None)
+        self.proc = subprocess.Popen(
+            argv, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # a Ctrl-C on the test terminal does not reach it
+        )
+        self.sig, self.ready, self.err, self.signalled_at = sig, ready, "", None
+        self.thread = threading.Thread(target=self._drive, daemon=True)
+        self.thread.start()
+
+    def _drive(self) -> None:
+        deadline = time.monotonic() + 240
+        if self.sig is not None:
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if list(self.root.rglob(self.ready)):
+                    self.proc.send_signal(self.sig)
+                    self.signalled_at = time.monotonic()
+                    break
+                time.sleep(0.1)
+        try:
+            _, self.err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # our own child, by its handle
+            _, self.err = self.proc.communicate()
+
+    def result(self) -> tuple[int, str]:
+        self.thread.join()
+        return self.proc.returncode, self.err
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The CPUs are shared: two intra-op threads that wait on each other under load are slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runs(tmp_path_factory):
+    """Start every subprocess scenario now; the tests at the end of the module collect their results."""
+    started = {}
+    for name, sig in (("sigterm", signal.SIGTERM), ("sigint", signal.SIGINT)):
+        root = tmp_path_factory.mktemp(name)
+        content, style = inputs(root)
+        argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, content, style, 100_000),
+                "--checkpoint.every_n_train_steps", "0"]  # the only checkpoint is the one saved on the way out
+        started[name] = Background(argv, root, sig, ready="step_000001.png")
+    root = tmp_path_factory.mktemp("sigkill")
+    content, style = inputs(root)
+    argv = [sys.executable, "-c", KILL_DURING_CHECKPOINT, *fit_args(root, content, style, 50),
+            "--checkpoint.every_n_train_steps", "1"]
+    started["sigkill"] = Background(argv, root, env={"NST_TEST_KILL_AT": "3"})
+    root = tmp_path_factory.mktemp("terminal")
+    content, style = inputs(root)
+    argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, root / "no such photo.jpg", style)]
+    started["terminal"] = Background(argv, root)
+    yield started
+    for bg in started.values():
+        if bg.proc.poll() is None:
+            bg.proc.kill()
+        bg.thread.join()
+
+
+# ---------------------------------------------------------------------------------------------- 1. images
+def _bad_input(root: Path, case: str) -> tuple[Path, tuple[str, ...]]:
+    folder = root / "bad"
+    folder.mkdir()
+    if case == "missing":
+        return root / "nowhere" / "photo.jpg", ("content image not found", "nowhere", "check the spelling")
+    if case == "empty folder":
+        (folder / "notes.txt").write_text("not an image")
+        return folder, ("no content images in folder", "put images there")
+    if case == "corrupt":
+        good = make_image(root / "good.png")
+        (folder / "photo.png").write_bytes(good.read_bytes()[:60])  # truncated PNG
+        return folder / "photo.png", ("photo.png", "not a readable image", "re-export or re-download")
+    if case == "not an image":
+        (folder / "photo.jpg").write_text("hello, I am a text file")
+        return folder / "photo.jpg", ("photo.jpg", "not a readable image")
+    if case == "enormous":
+        (folder / "bomb.png").write_bytes(png_header_claiming(100_000, 100_000))  # 10 gigapixels claimed
+        return folder / "bomb.png", ("100000x100000", "megapixels", "downscale it first")
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty folder", "corrupt", "not an image", "enormous"])
+def test_bad_content_image_is_a_one_paragraph_error(case, tmp_path, capsys):
+    _, style = inputs(tmp_path)
+    content, words = _bad_input(tmp_path, case)
+    code, err = run(fit_args(tmp_path, content, style), capsys)
+    assert_clear_error(code, err, *words)
+    assert not list(tmp_path.rglob("*.ckpt")) and not list((tmp_path / "out").rglob("*.png"))
+
+
+@pytest.mark.parametrize("name", list(EXTRACTORS))
+def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path, capsys):
+    content, style = inputs(tmp_path)
+    cls = EXTRACTORS[name]
+    # The shipped config of this extractor (its layers), if there is one; else StyleTransfer's default layers.
+    shipped = [p for p in sorted((REPO / "configs").glob("*.yaml"))
+               if yaml.safe_load(p.read_text())["model"]["extractor"]["class_path"].endswith(f".{cls.__name__}")]
+    config = shipped[0] if shipped else None
+    extra = ["--config", str(config)] if config else []
+    args = fit_args(tmp_path, content, style, 2, 16, shallow=False)  # 48x40 -> 16x13 px
+    args[1:1] = extra  # the shipped layers of this extractor, then our overrides
+    args[args.index("--model.extractor") + 1] = f"nst_pl.extractors.{cls.__name__}"
+    model = yaml.safe_load(config.read_text())["model"] if config else {}  # else: StyleTransfer's default layers
+    extractor = cls(weights=None)
+    extractor.set_layers(model.get("content_layers", ["relu4_2"]) + model.get("style_layers", DEFAULT_STYLE_LAYERS))
+    minimum = extractor.min_input_size()
+    if minimum == 1:
+        pytest.skip(f"no input is too small for {cls.__name__}: its padded convolutions keep every stage >= 1 px")
+    assert minimum > 13  # the case really is too small
+    code, err = run(args, capsys)
+    assert_clear_error(code, err, "13 px is too small", cls.__name__, f"at least {minimum} px", "data.image_size")
+
+
+def test_debug_env_shows_the_full_traceback(tmp_path, capsys, monkeypatch):
+    _, style = inputs(tmp_path)
+    monkeypatch.setenv("NST_PL_DEBUG", "1")
+    with pytest.raises(images_mod.ImageError, match="content image not found"):
+        main(fit_args(tmp_path, tmp_path / "missing.jpg", style))
+
+
+def test_genuine_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    # A ValueError that Python raises on a line of ours (min() of an empty list) is a bug, not a message.
+    content, style = inputs(tmp_path)
+    original = PairDataModule.setup
+
+    def broken_setup(self, stage=None):
+        original(self, stage)
+        self.sizes = []
+
+    monkeypatch.setattr(PairDataModule, "setup", broken_setup)
+    with pytest.raises(ValueError, match="empty"):
+        main(fit_args(tmp_path, content, style))
+    # The rule behind it: our `raise` statements are messages; errors from torch on our lines are bugs.
+    with pytest.raises(ValueError) as ours:
+        _layer_weights([1.0], ["relu1_1", "relu2_1"], "style")
+    assert _is_user_error(ours.value)
+    with pytest.raises(RuntimeError) as bug:
+        torch.zeros(2, 3) @ torch.zeros(2, 3)
+    assert not _is_user_error(bug.value)
+
+
+# ---------------------------------------------------------------------------------------------- 2. config
+CONFIG_ERRORS = {
+    "unknown extractor": (["--model.extractor", "nst_pl.extractors.VGG99"],
+                          ["VGG99", "Valid extractors", "nst_pl.extractors.VGG19", "nst_pl.extractors.ResNet50"]),
+    "unknown layer": (["--model.style_layers", "[relu1_1, relu9_9]"], ["'relu9_9'", "valid layers", "relu5_1"]),
+    "negative style weight": (["--model.style_weight", "-1"], ["model.style_weight", ">= 0"]),
+    "negative tv weight": (["--model.tv_weight", "-0.5"], ["model.tv_weight", ">= 0"]),
+    "zero layer weights": (["--model.style_layer_weights", "[0, 0, 0, 0, 0]"], ["model.style_layer_weights"]),
+    "zero image size": (["--data.image_size", "0"], ["data.image_size", "positive"]),
+    "negative style size": (["--data.style_size", "-8"], ["data.style_size", "positive"]),
+    "negative learning rate": (["--model.optimizer", "torch.optim.Adam", "--model.optimizer.init_args.lr", "-1"],
+                               ["model.optimizer", "learning rate"]),
+    "negative save period": (["--image_logger.every_n_steps", "-1"], ["image_logger.every_n_steps", ">= 0"]),
+    "style_weights length": (["--data.style_weights", "[0.5, 0.5]"], ["data.style_weights", "2 value", "1 style"]),
+    "value starting with -": (["--data.content", "-photo.jpg"], ["--data.content", "--data.content=-photo.jpg"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_ERRORS))
+def test_bad_config_is_a_one_paragraph_error(case, tmp_path, capsys):
+    content, style = inputs(tmp_path)
+    extra, words = CONFIG_ERRORS[case]
+    code, err = run(fit_args(tmp_path, content, style, 2, 32, *extra), capsys)
+    assert_clear_error(code, err, *words)
+    assert "--trainer.accelerator" not in err  # no 60-line usage dump
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("option", ["--trainer.default_root_dir", "--checkpoint.dirpath"])
+def test_unwritable_output_folder_fails_before_any_work(option, tmp_path, capsys, monkeypatch):
+    # Tests run as root, which ignores permission bits: a folder below a regular FILE can never be created.
+    content, style = inputs(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    calls = []
+    monkeypatch.setattr(PairDataModule, "setup", lambda self, stage=None: calls.append("setup"))
+    code, err = run(fit_args(tmp_path, content, style, 2, 32, option, str(blocker / "out")), capsys)
+    assert_clear_error(code, err, "cannot write the output folder", "a_file", "--trainer.default_root_dir")
+    assert calls == []  # failed before loading a single image, let alone the first step
+
+
+# --------------------------------------------------------------------------------------------- 3. weights
+def test_no_network_names_the_file_and_the_local_alternative(tmp_path, capsys, monkeypatch):
+    content, style = inputs(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def offline(url, *args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    args = fit_args(tmp_path, content, style)
+    args[args.index("--model.extractor.init_args.weights") + 1] = "imagenet"
+    code, err = run(args, capsys)
+    url = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
+    assert_clear_error(code, err, url, "torch_home", "weights: /path/to/state_dict.pth", "weights: null")
+
+
+def test_local_weights_that_do_not_fit_name_the_keys(tmp_path, capsys):
+    content, style = inputs(tmp_path)
+    wrong = tmp_path / "alexnet_like.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11), "features.0.bias": torch.zeros(64)}, wrong)
+    args = fit_args(tmp_path, content, style)
+    args[args.index("--model.extractor.init_args.weights") + 1] = str(wrong)
+    code, err = run(args, capsys)
+    assert_clear_error(code, err, "do not fit", "missing key", "features.2.weight", "shape mismatch",
+                       "features.0.weight (file (64, 3, 11, 11), VGG19 (64, 3, 3, 3))")
+
+
+# -------------------------------------------------------------------------------------------- 4. numerics
+class _NaNGradient(torch.autograd.Function):
+    """Identity forward (finite loss), NaN backward: the case where the pixels would turn NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+def _poison_extractor(monkeypatch, after: int, how: str) -> None:
+    """From the (after+1)-th training evaluation on, VGG19's features are inf (`loss`) or have NaN gradients."""
+    calls = [0]
+
+    def forward(self, x):
+        feats = FeatureExtractor.forward(self, x)
+        if not torch.is_grad_enabled():  # the targets, computed once under no_grad
+            return feats
+        calls[0] += 1
+        if calls[0] <= after:
+            return feats
+        if how == "loss":
+            return {k: f * float("inf") for k, f in feats.items()}
+        return {k: _NaNGradient.apply(f) for k, f in feats.items()}
+
+    monkeypatch.setattr(VGG19, "forward", forward)
+
+
+@pytest.mark.parametrize("how", ["loss", "gradient"])
+def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, capsys, monkeypatch):
+    content, style = inputs(tmp_path)
+    k = 2
+    _poison_extractor(monkeypatch, after=k, how=how)
+    code, err = run(fit_args(tmp_path, content, style, 6), capsys)
+    assert_clear_error(code, err, f"{how} became", f"at step {k}", "diverged", "model.optimizer.init_args.lr")
+    run_ = run_dir(tmp_path)
+    # Images of every finite step and nothing after the failure; all of them decode.
+    assert png_steps(run_ / "images" / "photo__paint") == list(range(k + 1))
+    no_stray_files(tmp_path)
+    # The checkpoint written on the way out holds the last finite image, not a NaN one.
+    ckpt = load_ckpt(run_ / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == k
+    image = ckpt["state_dict"]["image"][0]
+    assert torch.isfinite(image).all()
+    last_png = read_png(run_ / "images" / "photo__paint" / f"step_{k:06d}.png")
+    assert (image.clamp(0, 1) - last_png).abs().max() <= 1 / 255 + 1e-6
+
+
+# ---------------------------------------------------------------------------------------------- 5. faults
+def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None = None) -> list[int]:
+    """Make the n-th atomic write of files starting with `magic` fail with ENOSPC, for fail_from <= n <= fail_to."""
+    original, seen = images_mod._write_all, []
+
+    def write_all(fd, data):
+        if bytes(data[: len(magic)]) == magic:
+            seen.append(len(data))
+            if fail_from <= len(seen) and (fail_to is None or len(seen) <= fail_to):
+                original(fd, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+        original(fd, data)
+
+    monkeypatch.setattr(images_mod, "_write_all", write_all)
+    return seen
+
+
+def test_full_disk_during_a_periodic_png_save_warns_and_continues(tmp_path, capsys, monkeypatch):
+    content, style = inputs(tmp_path)
+    _fail_writes(monkeypatch, PNG_MAGIC, 3, 3)  # the 3rd PNG: step 2
+    with pytest.warns(UserWarning, match=r"step 2: could not save the images, the run continues.*no space left"):
+        code, err = run(fit_args(tmp_path, content, style, 4), capsys)
+    assert code == 0, err
+    assert png_steps(run_dir(tmp_path) / "images" / "photo__paint") == [0, 1, 3, 4]
+    no_stray_files(tmp_path)
+
+
+def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(tmp_path, capsys, monkeypatch):
+    content, style = inputs(tmp_path)
+    _fail_writes(monkeypatch, PNG_MAGIC, 3)  # every PNG from step 2 on
+    with pytest.warns(UserWarning, match="step 2: could not save"):
+        code, err = run(fit_args(tmp_path, content, style, 3), capsys)
+    assert_clear_error(code, err, "step_000003.png", "no space left", "free some disk space")
+    first = run_dir(tmp_path)
+    assert png_steps(first / "images" / "photo__paint") == [0, 1]
+    ckpt = first / "checkpoints" / "last.ckpt"
+    assert load_ckpt(ckpt)["global_step"] == 3  # the result is in the checkpoint written on the way out
+    no_stray_files(tmp_path)
+    monkeypatch.setattr(images_mod, "_write_all", ORIGINAL_WRITE_ALL)  # space was freed
+    code, err = run(fit_args(tmp_path, content, style, 3, 32, "--ckpt_path", str(ckpt)), capsys)
+    assert code == 0, err
+    assert png_steps(run_dir(tmp_path, 1) / "images" / "photo__paint") == [3]
+
+
+def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+    content, style = inputs(tmp_path)
+    _fail_writes(monkeypatch, CKPT_MAGIC, 2)  # every checkpoint after the first
+    code, err = run(fit_args(tmp_path, content, style, 4, 32, "--checkpoint.every_n_train_steps", "1"), capsys)
+    assert_clear_error(code, err, "checkpoint not saved", ".ckpt", "no space left", "left untouched")
+    assert load_ckpt(run_dir(tmp_path) / "checkpoints" / "last.ckpt")["global_step"] == 1
+    no_stray_files(tmp_path)
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    cli = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False,
+                 args=fit_args(tmp_path, *inputs(tmp_path))[1:])
+    assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "ckpts" / "last.ckpt"
+    io_.save_checkpoint({"global_step": 1, "x": torch.ones(1000)}, path)
+    _fail_writes(monkeypatch, CKPT_MAGIC, 1)
+    with pytest.raises(CheckpointWriteError, match="no space left"):
+        io_.save_checkpoint({"global_step": 2, "x": torch.zeros(1000)}, path)
+    assert load_ckpt(path)["global_step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file either
+
+
+# ------------------------------------------------------------------------------------------ 6. hostile input
+HOSTILE = {
+    "my photo.png": "my_photo",
+    "ünï 写真.png": "ünï_写真",
+    "a;b&c|d$(e)`f`'g\"h.png": "a_b_c_d_e_f_g_h",
+    "[x] {y}: #1.png": "x_y_1",
+    "~tilde.png": "tilde",
+    "-dash.png": "dash",
+}
+HOSTILE_STYLE = "st [y]: *.png"
+
+
+def test_hostile_file_names_run_end_to_end(tmp_path, capsys):
+    for i, name in enumerate(HOSTILE):
+        make_image(tmp_path / "content" / name, (40, 32), seed=i)
+    style = make_image(tmp_path / "style" / HOSTILE_STYLE, (32, 32), seed=9, kind="stripes")
+    code, err = run(fit_args(tmp_path, tmp_path / "content", style, 1), capsys)
+    assert code == 0, err
+    folders = run_dir(tmp_path) / "images"
+    assert sorted(p.name for p in folders.iterdir()) == sorted(f"{stem}__st_y" for stem in HOSTILE.values())
+    for folder in folders.iterdir():
+        assert png_steps(folder) == [0, 1]
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_file_names_on_the_command_line(name, tmp_path, monkeypatch):
+    # Relative names typed in the images' folder: jsonargparse must not read "[x] {y}: #1.png" as YAML, nor
+    # Python "~tilde.png" as a home folder. A name starting with "-" needs the "--option=value" form.
+    make_image(tmp_path / name, (40, 32))
+    style = make_image(tmp_path / "s" / "paint.png", (32, 32), kind="stripes")
+    monkeypatch.chdir(tmp_path)
+    args = fit_args(tmp_path, name, style)[1:]
+    i = args.index("--data.content")
+    args[i:i + 2] = [f"--data.content={name}"]
+    cli = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False, args=args)
+    assert [p.content for p in cli.datamodule.pairs] == [Path(name)]
+    assert cli.datamodule.names == [f"{HOSTILE[name]}__paint"]
+
+
+def test_duplicate_contents_get_distinct_stable_pair_names(tmp_path, capsys):
+    a = make_image(tmp_path / "a" / "photo.png", (48, 40), seed=1)
+    b = make_image(tmp_path / "b" / "photo.png", (48, 40), seed=5)
+    style = make_image(tmp_path / "style" / "paint.png", (40, 40), seed=2, kind="stripes")
+    contents = json.dumps([str(a), str(b), str(a)])
+    code, err = run(fit_args(tmp_path, contents, style, 1), capsys)
+    assert code == 0, err
+    out = run_dir(tmp_path) / "images"
+    expected = ["photo__paint", "photo__paint-2", "photo__paint-3"]
+    assert sorted(p.name for p in out.iterdir()) == expected
+    first = {n: read_png(out / n / "step_000000.png") for n in expected}
+    assert torch.equal(first["photo__paint"], first["photo__paint-3"])  # the same photo twice
+    assert not torch.equal(first["photo__paint"], first["photo__paint-2"])  # another photo, same file name
+    # Stable: the same list gives the same names, in the same order, every time.
+    again = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False,
+                   args=fit_args(tmp_path, contents, style, 1)[1:])
+    assert again.datamodule.names == expected
+
+
+# ----------------------------------------------------------------------- subprocess results (started at import)
+def test_error_in_a_real_terminal_is_one_paragraph(runs):
+    code, err = runs["terminal"].result()
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-2].startswith("nst-pl: error: content image not found:") and "no such photo.jpg" in lines[-2]
+    assert lines[-1] == "(set NST_PL_DEBUG=1 to see the full traceback)"
+    assert len(lines) <= 4, err  # at most Lightning's "Seed set to 0" besides our paragraph
+
+
+@pytest.mark.parametrize("name,code,how", [("sigterm", 143, "SIGTERM"), ("sigint", 130, "Ctrl-C")])
+def test_signal_saves_images_and_a_checkpoint_then_exits_non_zero(runs, name, code, how):
+    bg = runs[name]
+    rc, err = bg.result()
+    assert bg.signalled_at is not None, f"the run never reached its first step: {err[-2000:]}"
+    assert rc == code, err[-3000:]
+    assert "Traceback" not in err
+    match = re.search(rf"nst-pl: stopped by {re.escape(how)}.* at step (\d+): .*--ckpt_path '([^']+)'", err)
+    assert match, err[-3000:]
+    step, ckpt_path = int(match.group(1)), Path(match.group(2))
+    assert step >= 1
+    images = bg.root / "out" / "lightning_logs" / "version_0" / "images" / "photo__paint"
+    assert png_steps(images)[-1] == step  # the images of the step reached
+    ckpt = load_ckpt(ckpt_path)
+    assert ckpt_path.name == "last.ckpt" and ckpt["global_step"] == step
+    assert ckpt["optimizer_states"][0]["state"]  # Adam's moments: the run can continue exactly
+    image = ckpt["state_dict"]["image"][0]
+    assert torch.isfinite(image).all()
+    if name == "sigterm":  # handled at a step boundary: the checkpoint and the last PNG show the same image
+        assert (image.clamp(0, 1) - read_png(images / f"step_{step:06d}.png")).abs().max() <= 1 / 255 + 1e-6
+    no_stray_files(bg.root)
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_and_resume_works(runs, capsys):
+    bg = runs["sigkill"]
+    rc, err = bg.result()
+    assert rc == -signal.SIGKILL, err[-3000:]  # killed in the middle of its 3rd checkpoint write
+    first = bg.root / "out" / "lightning_logs" / "version_0"
+    ckpt = first / "checkpoints" / "last.ckpt"
+    assert load_ckpt(ckpt)["global_step"] == 2  # the previous complete checkpoint, not half of the new one
+    for png in first.rglob("*.png"):
+        read_png(png)  # every PNG is complete
+    leftovers = [p.name for p in (first / "checkpoints").iterdir() if p.name != "last.ckpt"]
+    assert all(n.startswith(".last.ckpt.") and n.endswith(".tmp") for n in leftovers)  # hidden, never loaded
+    assert png_steps(first / "images" / "photo__paint") == [0, 1, 2, 3]
+
+    content, style = bg.root / "content" / "photo.png", bg.root / "style" / "paint.png"
+    code, err = run(fit_args(bg.root, content, style, 4, 32, "--ckpt_path", str(ckpt)), capsys)
+    assert code == 0, err
+    second = bg.root / "out" / "lightning_logs" / "version_1"
+    assert png_steps(second / "images" / "photo__paint") == [2, 3, 4]  # continues from step 2, not from 0
+    step2 = "images/photo__paint/step_000002.png"
+    assert torch.equal(read_png(first / step2), read_png(second / step2))  # the restored image
+    assert load_ckpt(second / "checkpoints" / "last.ckpt")["global_step"] == 4
