@@ -130,7 +130,8 @@ def write_all(fd, data):
     original(fd, data)
 images._write_all = write_all
 from nst_pl.cli import main
-main(sys.argv[1:])
+args, sys.argv = sys.argv[1:], sys.argv[:1]
+main(args)
 """
 
 
