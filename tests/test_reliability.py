@@ -52,7 +52,8 @@ def inputs(root: Path) -> tuple[Path, Path]:
 SHALLOW = ("--model.content_layers", "[relu2_1]", "--model.style_layers", "[relu1_1, relu2_1]")
 
 
-def fit_args(root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True) -> list[str]:
+def fit_args(root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True
+             ) -> list[str]:
     return [
         "fit",
         "--model.extractor", "nst_pl.extractors.VGG19", "--model.extractor.init_args.weights", "null",
@@ -293,10 +294,8 @@ CONFIG_ERRORS = {
                           ["VGG99", "Valid extractors", "nst_pl.extractors.VGG19", "nst_pl.extractors.ResNet50"]),
     "unknown layer": (["--model.style_layers", "[relu1_1, relu9_9]"], ["'relu9_9'", "valid layers", "relu5_1"]),
     "negative style weight": (["--model.style_weight", "-1"], ["model.style_weight", ">= 0"]),
-    "negative tv weight": (["--model.tv_weight", "-0.5"], ["model.tv_weight", ">= 0"]),
     "zero layer weights": (["--model.style_layer_weights", "[0, 0, 0, 0, 0]"], ["model.style_layer_weights"]),
     "zero image size": (["--data.image_size", "0"], ["data.image_size", "positive"]),
-    "negative style size": (["--data.style_size", "-8"], ["data.style_size", "positive"]),
     "negative learning rate": (["--model.optimizer", "torch.optim.Adam", "--model.optimizer.init_args.lr", "-1"],
                                ["model.optimizer", "learning rate"]),
     "negative save period": (["--image_logger.every_n_steps", "-1"], ["image_logger.every_n_steps", ">= 0"]),
