@@ -142,12 +142,10 @@ class StyleTransfer(pl.LightningModule):
         self.style_images = dm.styles
         self.style_mix = dm.style_weight_matrix  # [N, K]
         self.pair_names, self.sizes, self.image_size = dm.names, dm.sizes, dm.image_size
-        if self.scales and self.scales[-1] >= max(self.content_images.shape[-2:]):
-            raise ValueError(
-                f"model.scales {self.scales} must all be smaller than data.image_size {self.image_size}"
-            )
         min_side = self.extractor.min_input_size()
-        smallest = min(min(h, w) for h, w in self.sizes) * (self.scales[0] / self.image_size if self.scales else 1)
+        full = max(self.content_images.shape[-2:])
+        first = min([*self.scales, full])  # coarse scales at or above the full size are not used (see current_size)
+        smallest = min(min(h, w) for h, w in self.sizes) * first / full
         if smallest < min_side:
             raise ValueError(
                 f"an image side of {int(smallest)} px is too small for {type(self.extractor).__name__} up to layer "
@@ -190,6 +188,10 @@ class StyleTransfer(pl.LightningModule):
             return full
         for size, end in zip(self.scales, _cumsum(self.scale_steps)):
             if step < end:
+                if size >= max(full):
+                    # A coarse scale that is not smaller than the image (e.g. the shipped schedule with a small
+                    # data.image_size) runs at full size: the schedule's step count is kept, nothing is upscaled.
+                    return full
                 scale = size / max(full)
                 return max(1, round(full[0] * scale)), max(1, round(full[1] * scale))
         return full
