@@ -60,10 +60,16 @@ class Judge:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> dict[str, float]:
         f = self.net(image[None])
-        style = sum(float(losses.gram_loss(f[l], self.style_g[l])) for l in STYLE_LAYERS) / len(STYLE_LAYERS)
+        per_layer = {l: float(losses.gram_loss(f[l], self.style_g[l])) for l in STYLE_LAYERS}
         return {
             "content": float(losses.content_loss(f[CONTENT_LAYERS[0]], self.content_f)),
-            "style": style,
+            # The absolute mean over layers is what the classic loop optimises; in the Caffe scale relu1_1/relu2_1
+            # outweigh relu5_1 by ~1e5, so it measures fine texture and colour only.
+            "style": sum(per_layer.values()) / len(STYLE_LAYERS),
+            # Scale-free view: each layer's Gram error relative to its target's mean square, then averaged, so every
+            # layer (fine to coarse style) counts.
+            "style_rel": sum(per_layer[l] / float(self.style_g[l].pow(2).mean()) for l in STYLE_LAYERS)
+            / len(STYLE_LAYERS),
             "ssim": float(ssim(image[None].clamp(0, 1), self.content[None], data_range=1.0)),
         }
 
@@ -118,10 +124,10 @@ def run_classic(content, style, steps, eval_every, judge):
     return curve, loop.image.detach()[0]
 
 
-def verdict(ours: list[dict], classic: list[dict]) -> dict:
+def verdict(ours: list[dict], classic: list[dict], key: str = "style") -> dict:
     target = classic[-1]
-    hit = next((p for p in ours if p["style"] <= target["style"]), None)
-    out = {"classic_seconds": target["seconds"], "classic_style": target["style"], "classic_ssim": target["ssim"]}
+    hit = next((p for p in ours if p[key] <= target[key]), None)
+    out = {"classic_seconds": target["seconds"], "classic_style": target[key], "classic_ssim": target["ssim"]}
     if hit is None:
         out.update(reached=False)
     else:
@@ -137,15 +143,18 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for pair, r in results.items():
         for name, style in (("ours", "-"), ("classic", "--")):
             xs = [p["seconds"] for p in r[name]]
             axes[0].plot(xs, [p["style"] for p in r[name]], style, label=f"{name} {pair}")
-            axes[1].plot(xs, [p["ssim"] for p in r[name]], style, label=f"{name} {pair}")
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("judge style loss")
-    axes[1].set_ylabel("SSIM to the photo")
+            axes[1].plot(xs, [p["style_rel"] for p in r[name]], style, label=f"{name} {pair}")
+            axes[2].plot(xs, [p["ssim"] for p in r[name]], style, label=f"{name} {pair}")
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+    axes[0].set_ylabel("judge style loss (absolute Gram MSE)")
+    axes[1].set_ylabel("judge style loss (relative per layer)")
+    axes[2].set_ylabel("SSIM to the photo")
     for ax in axes:
         ax.set_xlabel("wall time (s, judge excluded)")
         ax.grid(alpha=0.3)
@@ -181,20 +190,21 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as root:
             ours, ours_img, scales = run_ours(c, s, args.size, args.steps_per_scale, args.final_steps,
                                               args.eval_every, judge, root)
-        results[name] = {"ours": ours, "classic": classic, "verdict": verdict(ours, classic), "scales": scales}
+        results[name] = {"ours": ours, "classic": classic, "scales": scales,
+                         "verdict": {k: verdict(ours, classic, k) for k in ("style", "style_rel")}}
         tiles.append((content, style, classic_img, ours_img))
-        v = results[name]["verdict"]
-        print(f"{name}: {json.dumps(v)}", flush=True)
+        print(f"{name}: {json.dumps(results[name]['verdict'])}", flush=True)
     (args.out / f"quality_{args.size}.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out / f"quality_{args.size}.png")
     sheet(tiles, args.out / f"quality_{args.size}_sheet.jpg")
     print()
-    print(f"| pair ({args.size} px) | classic: steps, s | classic style / SSIM | ours reaches it at step, s | "
-          "ours SSIM there | time ratio | goal (<= 1/3, SSIM >=) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        v = r["verdict"]
-        head = (f"| {name} | {args.classic_steps}, {v['classic_seconds']:.0f} | "
+    print(f"| pair ({args.size} px) | judge style measure | classic: steps, s | classic style / SSIM | "
+          "ours reaches it at step, s | ours SSIM there | time ratio | goal (<= 1/3, SSIM >=) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, r), key in ((item, k) for item in results.items() for k in ("style", "style_rel")):
+        v = r["verdict"][key]
+        label = "absolute Gram MSE" if key == "style" else "relative per layer"
+        head = (f"| {name} | {label} | {args.classic_steps}, {v['classic_seconds']:.0f} | "
                 f"{v['classic_style']:.3g} / {v['classic_ssim']:.3f} |")
         if v["reached"]:
             print(f"{head} {v['ours_step']}, {v['ours_seconds']:.0f} | {v['ours_ssim']:.3f} | "
