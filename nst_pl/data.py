@@ -91,6 +91,7 @@ class PairDataModule(pl.LightningDataModule):
         style_weights: list[float] | None = None,
         image_size: int = 512,
         style_size: int | None = None,
+        max_pixels: int = 300_000_000,
     ) -> None:
         """Content and style images, paired.
 
@@ -102,6 +103,8 @@ class PairDataModule(pl.LightningDataModule):
                 to 1). When set, each content gets one pair using all the styles and `pairing` is ignored.
             image_size: Long side of the generated images, in pixels.
             style_size: Long side the style images are resized to (default: `image_size`).
+            max_pixels: Refuse input images above this many pixels (read from the header, before decoding):
+                a guard against decompression bombs. Larger photos are decoded at reduced scale when possible.
         """
         super().__init__()
         for name, value in (("image_size", image_size), ("style_size", style_size)):
@@ -109,6 +112,7 @@ class PairDataModule(pl.LightningDataModule):
                 raise ValueError(f"data.{name} must be a positive number of pixels, got {value}")
         self.image_size = image_size
         self.style_size = style_size or image_size
+        self.max_pixels = max_pixels
         # Listing files is cheap and catches missing paths before any model is built.
         contents = find_images(_as_list(content), what="content")
         styles = find_images(_as_list(style), what="style")
@@ -138,7 +142,7 @@ class PairDataModule(pl.LightningDataModule):
         def load(path: Path, size: int) -> Tensor:
             key = (Path(path), size)
             if key not in cache:
-                cache[key] = load_image(path, long_side=size)
+                cache[key] = load_image(path, long_side=size, max_pixels=self.max_pixels)
             return cache[key]
 
         images = [load(p.content, self.image_size) for p in self.pairs]

@@ -263,7 +263,7 @@ def _check_pixel_count(im: Image.Image, path: Path, max_pixels: int) -> None:
         raise ImageError(
             f"'{path}' is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
             f"max_pixels={max_pixels:,} pixels; downscale it first "
-            "(e.g. to 4000 px on the long side) or, if you trust the file and have the memory, raise max_pixels"
+            "(e.g. to 4000 px on the long side) or, if you trust the file and have the memory, raise data.max_pixels"
         )
 
 
