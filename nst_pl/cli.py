@@ -1,5 +1,7 @@
-"""`nst-pl`: the LightningCLI entry point. `nst-pl fit --config configs/vgg19.yaml`."""
+"""`nst-pl`: the LightningCLI entry point. `nst-pl fit --config configs/vgg19.yaml`; `nst-pl compare …` (compare.py)."""
 from __future__ import annotations
+
+import sys
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -37,7 +39,14 @@ class NSTCLI(LightningCLI):
         parser.link_arguments("trainer.max_steps", "model.max_steps")
 
 
-def main(args=None) -> None:
+def main(args=None) -> int | None:
+    # `nst-pl compare …` is not a LightningCLI subcommand (it runs several fit configs, see nst_pl/compare.py):
+    # dispatch it before LightningCLI parses anything; every other subcommand goes to LightningCLI unchanged.
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, (list, tuple)) and argv[:1] == ["compare"]:
+        from nst_pl.compare import main as compare_main
+
+        return compare_main(argv[1:])
     NSTCLI(
         StyleTransfer,
         PairDataModule,
@@ -50,4 +59,4 @@ def main(args=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
