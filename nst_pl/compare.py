@@ -450,8 +450,9 @@ def _thumb(img: torch.Tensor, side: int) -> Image.Image:
     """[3, h, w] in [0, 1] -> a PIL image fitted (aspect kept) and centred in a side × side white square."""
     arr = (img.detach().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
     pic = Image.fromarray(arr)
-    pic.thumbnail((side, side), Image.Resampling.LANCZOS) if max(pic.size) > side else None
-    if max(pic.size) < side:  # small outputs are shown enlarged (nearest: the pixels stay visible as they are)
+    if max(pic.size) > side:
+        pic.thumbnail((side, side), Image.Resampling.LANCZOS)
+    elif max(pic.size) < side:  # small outputs are shown enlarged (nearest: the pixels stay visible as they are)
         scale = side / max(pic.size)
         pic = pic.resize((max(1, round(pic.width * scale)), max(1, round(pic.height * scale))), Image.Resampling.NEAREST)
     canvas = Image.new("RGB", (side, side), "white")

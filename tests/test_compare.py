@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -101,15 +98,15 @@ def test_one_failed_experiment_does_not_stop_the_others(tmp_path, pair_dirs, mon
     assert (out / "runs" / vgg.stem / "checkpoints" / "last.ckpt").exists()
 
 
-def test_quick_study_end_to_end(tmp_path):
-    """The nine seed experiments through `nst-pl compare` with configs/compare_quick.yaml, as a user runs it."""
+def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
+    """The nine seed experiments through `nst-pl compare` with configs/compare_quick.yaml, as a user runs it
+    (in this process, through the console script's `main`, to spare the test a second import of torch/Lightning)."""
+    from nst_pl.cli import main
+
     out = tmp_path / "quick"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "nst_pl.cli", "compare", "--options", "configs/compare_quick.yaml", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    monkeypatch.chdir(REPO)  # the options file names configs and images relative to the repository root
+    code = main(["compare", "--options", "configs/compare_quick.yaml", "--out", str(out)])
+    assert code == 0, capsys.readouterr().out[-3000:]
     quick = yaml.safe_load((REPO / "configs" / "compare_quick.yaml").read_text())
     names = [p.stem for p in EXPERIMENTS]
     assert len(names) == 9
