@@ -1,4 +1,4 @@
-"""`nst-pl`: the LightningCLI entry point. `nst-pl fit --config configs/vgg19.yaml`.
+"""`nst-pl`: the LightningCLI entry point. `nst-pl fit --config configs/vgg19.yaml`; `nst-pl compare …` (compare.py).
 
 What a user sees when something goes wrong (README, "What happens when …"):
 - a problem with the input or the config (a missing image, an unknown layer, weights that do not fit, an output
@@ -153,8 +153,15 @@ def _is_user_error(exc: BaseException) -> bool:
     return linecache.getline(str(filename), tb.tb_lineno).lstrip().startswith("raise ")
 
 
-def main(args=None) -> None:
+def main(args=None) -> int | None:
     """The `nst-pl` console script. Exits 2 with a one-paragraph message on input/config errors (see above)."""
+    # `nst-pl compare …` is not a LightningCLI subcommand (it runs several fit configs, see nst_pl/compare.py):
+    # dispatch it before LightningCLI parses anything; every other subcommand goes to LightningCLI unchanged.
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, (list, tuple)) and argv[:1] == ["compare"]:
+        from nst_pl.compare import main as compare_main
+
+        return compare_main(argv[1:])
     try:
         NSTCLI(
             StyleTransfer,
@@ -179,4 +186,4 @@ def main(args=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

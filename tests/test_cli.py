@@ -9,7 +9,8 @@ import yaml
 from conftest import REPO
 from nst_pl.cli import main
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+# compare_*.yaml hold options of `nst-pl compare` (tests/test_compare.py), not `fit` configs.
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not p.name.startswith("compare_"))
 
 
 def tiny_args(tmp_path: Path, pair_dirs, steps: int = 2) -> list[str]:

@@ -1,0 +1,114 @@
+"""A fixed judge network: measures every experiment's output in one and the same feature space.
+
+The losses an experiment optimises are measured in its *own* extractor, on its *own* layers, and (by default)
+relative to its own targets, so they cannot be compared across experiments. `Judge` scores any output against its
+content photo and style painting with one frozen VGG16 and fixed layers, in absolute units:
+
+- content: MSE between relu4_2 features of the output and of the content photo (the content resized to the output's
+  size if it differs);
+- style: mean over relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of the MSE between Gram matrices (`losses.gram`,
+  normalised by C·H·W), the style image kept at its own size;
+- ssim: structural similarity between output and content (torchmetrics, data_range 1) — a pixel-space check that
+  does not depend on any network.
+
+Lower content/style = closer; SSIM = 1 means identical to the photo. The numbers are only comparable between runs
+scored by the same judge (same weights and normalisation), so the table records which judge was used.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from nst_pl import losses
+from nst_pl.extractors import VGG16
+
+JUDGE_CONTENT_LAYER = "relu4_2"
+JUDGE_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def _batch(x: Tensor, what: str) -> Tensor:
+    """[3, H, W] or [1, 3, H, W] -> [1, 3, H, W] float32."""
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[:2] != (1, 3):
+        raise ValueError(f"Judge: {what} must be one RGB image [3, H, W] or [1, 3, H, W], got {tuple(x.shape)}")
+    return x.float()
+
+
+class Judge:
+    """One frozen VGG16 that scores outputs of any experiment with the same absolute losses."""
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = "imagenet",
+        normalization: str = "auto",
+        device: str | torch.device | None = None,
+    ) -> None:
+        """
+        Args:
+            weights: VGG16 weights: "imagenet" (torchvision's), a local state-dict file (e.g. the offline Caffe
+                VGG16, with normalization "caffe"), or None for random weights (tests only: the numbers then say
+                nothing about style).
+            normalization: Input statistics of those weights ("auto", "imagenet", "caffe", …; see FeatureExtractor).
+            device: Where to run (default: CPU).
+        """
+        self.device = torch.device(device or "cpu")
+        self.net = VGG16(weights=None if weights is None else os.fspath(weights), normalization=normalization)
+        self.net.set_layers([JUDGE_CONTENT_LAYER, *JUDGE_STYLE_LAYERS])
+        self.net.to(self.device)
+        # For tables: what judged the numbers (a file's name only, never a machine's absolute path).
+        self.description = f"VGG16 ({_short(self.net.weights)}, {self.net.normalization})"
+
+    @torch.no_grad()
+    def score(
+        self,
+        output: Tensor,
+        content: Tensor,
+        style: Tensor | Sequence[Tensor],
+        style_weights: Sequence[float] | None = None,
+    ) -> dict[str, float]:
+        """Judge one output.
+
+        Args:
+            output: The generated image, RGB in [0, 1], [3, H, W] (or [1, 3, H, W]).
+            content: The content photo, [3, h, w]; resized to the output's size if different.
+            style: The style image [3, h', w'] at its own size, or several style images (a blended pair).
+            style_weights: Weights of several style images (default: equal); the style loss is their weighted mean.
+
+        Returns:
+            {"content": float, "style": float, "ssim": float}.
+        """
+        out = _batch(output, "output").to(self.device)
+        con = _batch(content, "content").to(self.device)
+        if con.shape[-2:] != out.shape[-2:]:
+            con = F.interpolate(con, size=out.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+        styles = [style] if isinstance(style, Tensor) else list(style)
+        if not styles:
+            raise ValueError("Judge: give at least one style image")
+        weights = [1.0] * len(styles) if style_weights is None else [float(w) for w in style_weights]
+        if len(weights) != len(styles) or sum(weights) <= 0:
+            raise ValueError(f"Judge: {len(styles)} style image(s) but style_weights {list(weights)}")
+
+        f_out = self.net(out)
+        f_con = self.net(con)
+        content_loss = losses.content_loss(f_out[JUDGE_CONTENT_LAYER], f_con[JUDGE_CONTENT_LAYER]).item()
+        style_loss = 0.0
+        for s, w in zip(styles, weights):
+            f_sty = self.net(_batch(s, "style").to(self.device))
+            per_layer = [losses.gram_loss(f_out[l], losses.gram(f_sty[l])) for l in JUDGE_STYLE_LAYERS]
+            style_loss += w * torch.stack(per_layer).mean().item()
+        style_loss /= sum(weights)
+        ssim = structural_similarity_index_measure(out.clamp(0, 1), con.clamp(0, 1), data_range=1.0)
+        return {"content": float(content_loss), "style": float(style_loss), "ssim": float(ssim)}
+
+
+def _short(weights: str) -> str:
+    """'imagenet', 'random', or a weights file's base name."""
+    if weights in ("imagenet", "random") or os.sep not in weights and "/" not in weights:
+        return weights
+    return os.path.basename(weights)

@@ -1,0 +1,147 @@
+"""`nst-pl compare`: option parsing, per-experiment overrides, failure isolation, and the quick study end to end."""
+from __future__ import annotations
+
+import csv
+import math
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import REPO
+from nst_pl import compare
+from nst_pl.compare import HEADER_HEIGHT, LABEL_WIDTH, overrides_for, parse_args
+
+EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+
+
+def test_overrides_apply_to_all_or_to_matching_experiments():
+    overrides = [
+        "model.extractor.init_args.weights=null",
+        "alexnet*:model.extractor.init_args.weights=../w.pth",  # a later override wins in NSTCLI
+        "vgg*:trainer.precision=bf16-mixed",
+        "model.style_layers=[relu1, relu2]",  # '=' and ':' inside values are kept
+        "data.content=C:/x=1",
+    ]
+    assert overrides_for("alexnet_1", overrides) == [
+        "--model.extractor.init_args.weights", "null",
+        "--model.extractor.init_args.weights", "../w.pth",
+        "--model.style_layers", "[relu1, relu2]",
+        "--data.content", "C:/x=1",
+    ]
+    assert "--trainer.precision" in overrides_for("vgg19_2", overrides)
+    assert "../w.pth" not in overrides_for("vgg19_2", overrides)
+
+
+def test_options_file_then_command_line(tmp_path):
+    opts = tmp_path / "o.yaml"
+    opts.write_text(yaml.safe_dump({
+        "configs": [str(REPO / "configs" / "experiments" / "vgg19_*.yaml")],
+        "steps": 7, "snapshots": [5, 2, 5], "data.content": "a.jpg", "override": ["model.style_weight=1"],
+    }))
+    args = parse_args(["--options", str(opts), "--steps", "9", "--override", "trainer.precision=bf16-mixed"])
+    assert [p.stem for p in args.configs] == [p.stem for p in EXPERIMENTS if p.stem.startswith("vgg19_")]
+    assert args.steps == 9  # the command line wins
+    assert args.snapshots == [2, 5]  # sorted, deduplicated
+    assert args.content == ["a.jpg"]
+    assert args.override == ["model.style_weight=1", "trainer.precision=bf16-mixed"]
+    assert args.judge_weights == "imagenet"
+    assert parse_args(["--configs", str(EXPERIMENTS[0]), "--judge_weights", "null"]).judge_weights is None
+    assert parse_args(["--configs", str(EXPERIMENTS[0]), "--snapshots", "1000,10000"]).snapshots == [1000, 10000]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give the experiment configs"),
+    (["--configs", "nope/*.yaml"], "matches no file"),
+    (["--configs", "missing.yaml"], "not found"),
+    (["--configs", str(EXPERIMENTS[0]), "--snapshots", "10,ten"], "comma-separated"),
+    (["--configs", str(EXPERIMENTS[0]), "--override", "novalue"], "KEY=VALUE"),
+    (["--configs", str(EXPERIMENTS[0]), str(EXPERIMENTS[0])], "share the experiment name"),
+])
+def test_bad_options_are_refused_with_a_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _fail_download(*args, **kwargs):
+    raise urllib.error.URLError("no network in this test")
+
+
+def test_one_failed_experiment_does_not_stop_the_others(tmp_path, pair_dirs, monkeypatch):
+    """An extractor whose weights cannot be downloaded fails with the WeightsError and a hint; the other experiment
+    still runs, and both appear in the table and on the sheet."""
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _fail_download)
+    content, style = pair_dirs
+    vgg, alex = REPO / "configs/experiments/vgg19_2_part_conv_content_averaged.yaml", \
+        REPO / "configs/experiments/alexnet_2_part_conv_content_averaged.yaml"
+    out = tmp_path / "out"
+    code = compare.main([
+        "--configs", str(alex), str(vgg), "--data.content", str(content), "--data.style", str(style),
+        "--image_size", "80", "--steps", "2", "--snapshots", "1", "--tile", "32", "--out", str(out),
+        "--judge_weights", "null", "--override", "vgg19*:model.extractor.init_args.weights=null",
+    ])
+    assert code == 1
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [(r["experiment"], r["status"]) for r in rows] == [(alex.stem, "failed"), (vgg.stem, "ok")]
+    assert "WeightsError" in rows[0]["reason"] and "could not get torchvision weights" in rows[0]["reason"]
+    assert "model.extractor.init_args.weights=null" in rows[0]["reason"]  # the way out is offered
+    assert math.isfinite(float(rows[1]["judge_style"])) and rows[1]["steps"] == "2"
+    md = (out / "metrics.md").read_text()
+    assert f"| {alex.stem} | — | **failed**: WeightsError" in md
+    assert Image.open(out / "sheet.png").size == (LABEL_WIDTH + 32 * 4, HEADER_HEIGHT + 32 * 2)
+    assert not (out / "runs" / alex.stem / "checkpoints").exists()
+    assert (out / "runs" / vgg.stem / "checkpoints" / "last.ckpt").exists()
+
+
+def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
+    """The nine seed experiments through `nst-pl compare` with configs/compare_quick.yaml, as a user runs it
+    (in this process, through the console script's `main`, to spare the test a second import of torch/Lightning)."""
+    from nst_pl.cli import main
+
+    out = tmp_path / "quick"
+    monkeypatch.chdir(REPO)  # the options file names configs and images relative to the repository root
+    code = main(["compare", "--options", "configs/compare_quick.yaml", "--out", str(out)])
+    assert code == 0, capsys.readouterr().out[-3000:]
+    quick = yaml.safe_load((REPO / "configs" / "compare_quick.yaml").read_text())
+    names = [p.stem for p in EXPERIMENTS]
+    assert len(names) == 9
+
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["experiment"] for r in rows] == names
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["weights"] == "random" and r["pair"] == "tubingen__starry_night"
+        assert int(r["steps"]) == quick["steps"]
+        for key in ("judge_content", "judge_style", "ssim", "wall_time_s", "peak_mem_mb"):
+            assert math.isfinite(float(r[key])), (key, r)
+        assert float(r["judge_content"]) > 0 and 0 < float(r["ssim"]) < 1 and float(r["wall_time_s"]) > 0
+
+    md = (out / "metrics.md").read_text().splitlines()
+    table = [line for line in md if line.startswith("| ") and not line.startswith("| experiment")]
+    assert [line.split(" | ")[0].removeprefix("| ") for line in table] == names
+    assert "nan" not in "\n".join(table)
+
+    # rows = experiments; columns = content, style, each snapshot before the end, final
+    columns = 2 + len([s for s in quick["snapshots"] if s < quick["steps"]]) + 1
+    tile = quick["tile"]
+    sheet = Image.open(out / "sheet.png")
+    assert sheet.size == (LABEL_WIDTH + tile * columns, HEADER_HEIGHT + tile * 9)
+    # the final cell differs from the snapshot cell only where the image changed, but it is never blank
+    final_cell = sheet.crop((LABEL_WIDTH + tile * (columns - 1), HEADER_HEIGHT, LABEL_WIDTH + tile * columns,
+                             HEADER_HEIGHT + tile))
+    assert len(set(final_cell.getdata())) > 50
+
+    # one TensorBoard run per experiment, with the judge's figures
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert sorted(p.name for p in (out / "runs").iterdir()) == names
+    acc = EventAccumulator(str(out / "runs" / names[0]), size_guidance={"scalars": 0}).Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"judge/content", "judge/style", "judge/ssim"} <= set(tags)
+    assert acc.Scalars("judge/ssim")[-1].value == pytest.approx(float(rows[0]["ssim"]), rel=1e-3)
+    assert acc.Scalars("judge/ssim")[-1].step == quick["steps"]

@@ -1,0 +1,109 @@
+"""The judge network: absolute content/style losses in one fixed VGG16, and SSIM to the content."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nst_pl.images import load_image
+from nst_pl.metrics import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS, Judge
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def judge() -> Judge:
+    torch.manual_seed(0)
+    return Judge(weights=None)
+
+
+def _photo(h=48, w=64, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([xx, yy, 1 - xx * yy])
+    return (0.8 * base + 0.2 * torch.rand(3, h, w, generator=g)).clamp(0, 1)
+
+
+def test_fixed_layers(judge):
+    # depth order; the same for every experiment whatever its own extractor
+    assert judge.net.layers == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
+    assert JUDGE_CONTENT_LAYER == "relu4_2" and len(JUDGE_STYLE_LAYERS) == 5
+    assert judge.description == "VGG16 (random, auto (imagenet))"
+
+
+def test_identical_images_score_zero_and_ssim_one(judge):
+    x = _photo()
+    s = judge.score(x, x, x)
+    assert set(s) == {"content", "style", "ssim"}
+    assert all(isinstance(v, float) for v in s.values())
+    assert s["content"] == pytest.approx(0.0, abs=1e-12)
+    assert s["style"] == pytest.approx(0.0, abs=1e-12)
+    assert s["ssim"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_further_from_the_content_scores_worse(judge):
+    content = _photo()
+    g = torch.Generator().manual_seed(1)
+    noise = torch.rand(content.shape, generator=g) - 0.5
+    near = judge.score((content + 0.05 * noise).clamp(0, 1), content, content)
+    far = judge.score((content + 0.5 * noise).clamp(0, 1), content, content)
+    assert 0 < near["content"] < far["content"]
+    assert 0 < near["style"] < far["style"]
+    assert far["ssim"] < near["ssim"] < 1.0
+
+
+def test_absolute_losses_scale_with_the_features(judge):
+    """Absolute, not relative: the same relative change of a brighter image gives a different number, and the
+    content loss is exactly the MSE of relu4_2 features (what the docs promise)."""
+    from nst_pl import losses
+
+    content, out = _photo(seed=2), _photo(seed=3)
+    s = judge.score(out, content, content)
+    f_out, f_con = judge.net(out[None]), judge.net(content[None])
+    expected = losses.content_loss(f_out["relu4_2"], f_con["relu4_2"]).item()
+    assert s["content"] == pytest.approx(expected, rel=1e-6)
+    style = sum(losses.gram_loss(f_out[l], losses.gram(f_con[l])).item() for l in JUDGE_STYLE_LAYERS) / 5
+    assert s["style"] == pytest.approx(style, rel=1e-6)
+
+
+def _smooth(seed: int, size=(48, 64)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=size, mode="bilinear")[0]
+
+
+def test_sizes_content_resized_style_own_size(judge):
+    out = _smooth(0)
+    big_content = _smooth(0, size=(96, 128))  # the same picture at twice the size
+    s = judge.score(out, big_content, _photo(70, 40, seed=5))  # style of another size and aspect: fine
+    assert s["content"] < 0.2 * judge.score(_smooth(9), big_content, out)["content"]
+    assert s["ssim"] > 0.9
+    # one image with a batch dimension is accepted; a batch of two is not
+    assert judge.score(out[None], out[None], out[None])["content"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="one RGB image"):
+        judge.score(torch.rand(2, 3, 48, 64), out, out)
+
+
+def test_blended_styles_are_a_weighted_mean(judge):
+    out, a, b = _photo(seed=1), _photo(seed=2), torch.rand(3, 48, 64)
+    sa, sb = judge.score(out, out, a)["style"], judge.score(out, out, b)["style"]
+    blended = judge.score(out, out, [a, b], [3.0, 1.0])["style"]
+    assert blended == pytest.approx(0.75 * sa + 0.25 * sb, rel=1e-6)
+    with pytest.raises(ValueError):
+        judge.score(out, out, [a, b], [1.0])
+
+
+def test_offline_judge_prefers_a_stylised_image(offline_vgg16):
+    """With real weights, an image carrying the painting's texture scores a lower style loss than the photo, and
+    the photo scores the lower content loss: the judge measures what it claims to."""
+    judge = Judge(weights=offline_vgg16, normalization="caffe")
+    assert judge.description == "VGG16 (vgg16_caffe_hed.pth, caffe)"  # a file's name, never its absolute path
+    content = load_image(REPO / "images" / "tubingen.jpg", long_side=96)
+    style = load_image(REPO / "style" / "starry_night.jpg", long_side=96)
+    h, w = content.shape[-2:]
+    textured = torch.nn.functional.interpolate(style[None], size=(h, w), mode="bilinear", antialias=True)[0]
+    photo = judge.score(content, content, style)
+    painting = judge.score(textured, content, style)
+    assert painting["style"] < photo["style"]
+    assert photo["content"] < painting["content"]
+    assert math.isfinite(painting["style"]) and painting["ssim"] < photo["ssim"]
