@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from nst_pl import losses
@@ -410,10 +411,15 @@ def _check_scales(scales, scale_steps, max_steps):
     if any(n < 0 for n in scale_steps):
         raise ValueError(f"model.scale_steps must be >= 0, got {scale_steps}")
     if max_steps is not None and max_steps > 0 and sum(scale_steps) >= max_steps:
-        raise ValueError(
-            f"model.scale_steps add up to {sum(scale_steps)} but trainer.max_steps is {max_steps}: leave steps for the "
-            "full size"
+        # A short run with the shipped schedule (e.g. --trainer.max_steps 200 with 4 x 100 coarse steps): keep the
+        # schedule's shape but shrink it to two thirds of the run, so the full size still gets a third.
+        budget = (2 * max_steps) // 3
+        shrunk = [n * budget // sum(scale_steps) for n in scale_steps]
+        rank_zero_warn(
+            f"model.scale_steps add up to {sum(scale_steps)} but trainer.max_steps is {max_steps}: using "
+            f"{shrunk} so that the full size gets the last {max_steps - sum(shrunk)} steps"
         )
+        scale_steps = shrunk
     return list(scales), list(scale_steps)
 
 

@@ -37,7 +37,7 @@ def test_config_runs_end_to_end(config, tmp_path, pair_dirs):
     overrides = tiny_args(tmp_path, pair_dirs)
     if raw.get("model", {}).get("scales"):
         # coarse-to-fine configs: shrink the schedule with the image
-        overrides += ["--model.scales", "[32]", "--model.scale_steps", "[1]", "--trainer.max_steps", "3"]
+        overrides += ["--model.scales", "[64]", "--model.scale_steps", "[1]", "--trainer.max_steps", "3"]
     main(["fit", "--config", str(config), *overrides])
     run = next((tmp_path / "lightning_logs").iterdir())
     saved = yaml.safe_load((run / "config.yaml").read_text())

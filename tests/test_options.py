@@ -61,8 +61,9 @@ def test_coarse_to_fine_schedule_and_final_size(tmp_path, pair_dirs):
 def test_coarse_to_fine_validation():
     with pytest.raises(ValueError, match="scale_steps"):
         StyleTransfer(VGG16(weights=None), scales=[64], scale_steps=[10, 10])
-    with pytest.raises(ValueError, match="max_steps"):
-        StyleTransfer(VGG16(weights=None), scales=[64], scale_steps=[100], max_steps=100)
+    with pytest.warns(UserWarning, match="max_steps is 30"):
+        short = StyleTransfer(VGG16(weights=None), scales=[64, 90], scale_steps=[100, 100], max_steps=30)
+    assert short.scale_steps == [10, 10]  # shrunk to 2/3 of the run: the full size keeps the last 10 steps
     with pytest.raises(ValueError, match="ascending"):
         StyleTransfer(VGG16(weights=None), scales=[128, 64], scale_steps=[1, 1])
 

@@ -242,8 +242,9 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
     content, style = inputs(tmp_path)
     cls = EXTRACTORS[name]
     # The shipped config of this extractor (its layers), if there is one; else StyleTransfer's default layers.
-    shipped = [p for p in sorted((REPO / "configs").glob("*.yaml"))
-               if yaml.safe_load(p.read_text())["model"]["extractor"]["class_path"].endswith(f".{cls.__name__}")]
+    fit_configs = [(p, yaml.safe_load(p.read_text())) for p in sorted((REPO / "configs").glob("*.yaml"))]
+    shipped = [p for p, raw in fit_configs if "model" in raw  # compare_*.yaml hold compare options, not a fit
+               and raw["model"]["extractor"]["class_path"].endswith(f".{cls.__name__}")]
     config = shipped[0] if shipped else None
     extra = ["--config", str(config)] if config else []
     args = fit_args(tmp_path, content, style, 2, 16, shallow=False)  # 48x40 -> 16x13 px
