@@ -114,7 +114,8 @@ def test_mixed_precision_gives_the_same_picture_with_half_features_and_fp32_loss
             trainer.fit(model, datamodule=data)
         assert str(trainer.precision) == precision
         if precision == "16-mixed":
-            assert trainer.precision_plugin.scaler is not None  # the real fp16 path, with its gradient scaler
+            scaler = trainer.precision_plugin.scaler  # the real fp16 path, with its gradient scaler
+            assert scaler is not None and scaler.is_enabled() and scaler.get_scale() > 1
         assert spy.features == {low}  # the convolutions ran in half precision
         assert spy.gram_in == {low} and spy.gram_out == {torch.float32}  # Gram of half features, in fp32
         assert spy.loss == {torch.float32}
