@@ -209,6 +209,10 @@ def _ddp_args(root: Path, content: Path, style: Path, steps: int) -> list[str]:
     ]
 
 
+_RENDEZVOUS = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
+               "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"}
+
+
 def _run_dir(root: Path) -> Path:
     runs = list((root / "lightning_logs").iterdir())
     assert len(runs) == 1, runs  # one version folder: every rank resolved the same log_dir
@@ -234,8 +238,11 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
     # One process (plain strategy), in this interpreter.
     main([*_ddp_args(tmp_path / "one", content, style, steps), "--trainer.devices", "1", "--trainer.strategy", "auto"])
     # Two processes through the real CLI: Lightning's launcher re-executes this command line for rank 1.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    # Without the rendezvous variables of this process: an in-process `strategy: ddp` run (tests/test_cli.py runs
+    # configs/ddp.yaml on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
+    env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
+               PL_DISABLE_FORK="1")
     proc = subprocess.run(
         [sys.executable, "-m", "nst_pl.cli", *_ddp_args(tmp_path / "two", content, style, steps),
          "--trainer.devices", "2", "--trainer.strategy", "ddp"],
