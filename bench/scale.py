@@ -1,6 +1,6 @@
 """Scale benchmark: batching efficiency over N pairs, peak memory against a plain PyTorch loop, GPU throughput.
 
-    python bench/scale.py            # the full table (~5-8 min on 2 CPU cores)
+    python bench/scale.py            # the full table (~10 min on 2 idle CPU cores; longer on a loaded machine)
     python bench/scale.py --quick    # smoke run (small images, few steps)
     python bench/scale.py --gpu      # only the GPU section (it also runs at the end of a full run when CUDA is there)
 
@@ -172,6 +172,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per N and round (batching)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over N = 1, 2, 4, 8 (batching)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (see the docstring)")
+    ap.add_argument("--mem-steps", type=int, default=1,
+                    help="steps per memory measurement (the peak is reached in the first: targets, backward, Adam state)")
+    ap.add_argument("--sections", default="batching,memory", help="CPU sections to run: batching, memory")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -188,9 +191,9 @@ def main() -> None:
 
     import torch
 
-    ns, size, sizes, mem_steps = [1, 2, 4, 8], 256, [256, 512, 1024], 2
+    ns, size, sizes, mem_steps = [1, 2, 4, 8], 256, [256, 512, 1024], args.mem_steps
     if args.quick:
-        ns, size, sizes, mem_steps, args.steps, args.rounds = [1, 2], 64, [64, 128], 2, 2, 1
+        ns, size, sizes, mem_steps, args.steps, args.rounds = [1, 2], 64, [64, 128], 1, 2, 1
     started = time.time()
     print(f"nst-pl scale benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
           f"torch {torch.__version__} ({args.threads} thread(s) per process), VGG19 with random weights, "
@@ -205,7 +208,13 @@ def main() -> None:
 
 
 def cpu_sections(args, ns: list[int], size: int, sizes: list[int], mem_steps: int) -> None:
-    # 1. batching
+    if "batching" in args.sections:
+        batching_section(args, ns, size)
+    if "memory" in args.sections:
+        memory_section(args, sizes, mem_steps)
+
+
+def batching_section(args, ns: list[int], size: int) -> None:
     batching = _run_worker(args.threads, "batching", json.dumps(ns), str(size), str(args.steps), str(args.rounds))
     base = _median(batching["1"])
     print(f"### Batching: N pairs in one [N, 3, H, W] parameter, {size} px, CPU")
@@ -217,9 +226,10 @@ def cpu_sections(args, ns: list[int], size: int, sizes: list[int], mem_steps: in
         print(f"| {n} | {med:.3f} | {n / med:.3f} | {n / med / (1 / base):.2f}x | {med / base:.2f}x |")
     print(flush=True)
 
-    # 2. memory, each in a fresh process
+
+def memory_section(args, sizes: list[int], mem_steps: int) -> None:
     print("### Peak memory, one pair, CPU: nst-pl training step vs. plain PyTorch loop")
-    print(f"(peak RSS above the post-import peak, fresh process each, {mem_steps} steps each)\n")
+    print(f"(peak RSS above the post-import peak, fresh process each, {mem_steps} step(s) each)\n")
     print("| image (long side) | plain loop MB | nst-pl MB | nst-pl / plain (goal <= 1.10) |")
     print("|---:|---:|---:|---:|")
     for px in sizes:
