@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
@@ -92,6 +93,21 @@ class ImageLogger(pl.Callback):
         if tb is not None:
             tb.flush()
         self._last_saved = step
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that always leaves `last.ckpt` at the run's final step.
+
+    Lightning 2.6's `ModelCheckpoint.on_train_end` writes `last.ckpt` only if *no* checkpoint was saved during the
+    run: with `every_n_train_steps: 1000` and `max_steps: 1500`, `last.ckpt` would stay at step 1000 and a resume
+    would silently redo 500 steps. Here the end of training saves it whenever the final step is not saved yet.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs on every rank (saving is a collective under DDP; only rank 0 writes the file).
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
 
 
 def _tensorboard(trainer: pl.Trainer):

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from nst_pl.callbacks import ImageLogger, _check_writable
+from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, WeightsError
@@ -46,7 +45,8 @@ class NSTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Forced callbacks: always on, configured under their own keys.
         parser.add_lightning_class_args(ImageLogger, "image_logger")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # LastCheckpoint: a ModelCheckpoint whose last.ckpt is always at the final step (see callbacks.py).
+        parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.every_n_train_steps": 1000,
