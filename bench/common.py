@@ -8,11 +8,13 @@ from pathlib import Path
 import torch
 
 from nst_pl import losses
+from nst_pl.metrics import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_VGG16 = REPO.parent / "shared" / "weights" / "vgg16_caffe_hed.pth"
-STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-CONTENT_LAYERS = ["relu4_2"]
+# The judge's layer set (nst_pl.metrics), which is also the classic Gatys recipe: one definition for both.
+STYLE_LAYERS = list(JUDGE_STYLE_LAYERS)
+CONTENT_LAYERS = [JUDGE_CONTENT_LAYER]
 
 
 class PlainLoop:

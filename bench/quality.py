@@ -46,7 +46,8 @@ def vgg16() -> VGG16:
 
 
 class Judge:
-    """Fixed scorer, identical for every recipe (absolute losses, not the recipes' own)."""
+    """Fixed scorer, identical for every recipe: `nst_pl.metrics.Judge`'s definition (same layers, absolute losses),
+    with the style targets computed once (it runs every few steps) and a scale-free per-layer style measure added."""
 
     def __init__(self, content: torch.Tensor, style: torch.Tensor):
         self.net = vgg16()

@@ -131,7 +131,6 @@ class StyleTransfer(pl.LightningModule):
         self.style_images: list[list[Tensor]] = []
         self.pair_names: list[str] = []
         self.sizes: list[tuple[int, int]] = []
-        self.image_size = 0
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -142,7 +141,7 @@ class StyleTransfer(pl.LightningModule):
         self.content_images = dm.content  # [N, 3, H, W]
         self.style_images = dm.styles
         self.style_mix = dm.style_weight_matrix  # [N, K]
-        self.pair_names, self.sizes, self.image_size = dm.names, dm.sizes, dm.image_size
+        self.pair_names, self.sizes = dm.names, dm.sizes
         min_side = self.extractor.min_input_size()
         full = max(self.content_images.shape[-2:])
         first = min([*self.scales, full])  # coarse scales at or above the full size are not used (see current_size)
