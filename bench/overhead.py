@@ -3,6 +3,7 @@ time from `nst-pl fit` start to the first step.
 
     python bench/overhead.py            # 256 px, VGG19, 3 alternating rounds of 15 timed steps each
     python bench/overhead.py --quick    # smoke run
+    python bench/overhead.py --startup-only   # start-up only: the import chain and `nst-pl fit` -> first step
 
 Both sides use the same extractor object, layers (content relu4_2, style relu1_1…relu5_1), losses (relative Gram),
 image size and optimiser (Adam, lr 0.02). Rounds alternate (plain, nst-pl, plain, …) so that load from other
@@ -77,13 +78,27 @@ def first_step_latency(size: int, weights: Path | None) -> float:
         return stamp - start
 
 
+def import_seconds(module: str) -> float:
+    """Wall time of a fresh `python -c "import <module>"` (interpreter start included)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+# What `nst-pl fit` has to import before it can do anything, innermost first: the floor under the start-up time.
+IMPORT_CHAIN = ["torch", "torchvision.models", "torchmetrics", "pytorch_lightning", "nst_pl.cli"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=15, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--startup-only", action="store_true", help="only the start-up measures")
     args = ap.parse_args()
+    if args.startup_only:
+        return startup_table(args.size, rounds=1 if args.quick else 3)
     if args.quick:
         args.size, args.steps, args.rounds = 64, 3, 1
     torch.manual_seed(0)
@@ -97,16 +112,26 @@ def main() -> None:
             nst += nst_round(extractor, args.size, args.steps, warmup=2, root=root)
             print(f"round {r + 1}: plain {median(plain):.3f} s/step, nst-pl {median(nst):.3f} s/step", flush=True)
     ratio = median(nst) / median(plain)
-    weights = OFFLINE_VGG16 if OFFLINE_VGG16.exists() else None
-    latency = [first_step_latency(args.size, weights) for _ in range(1 if args.quick else 3)]
     print()
     print(f"| measure ({args.size} px, VGG19, {torch.get_num_threads()} threads) | value |")
     print("|---|---|")
     print(f"| plain PyTorch loop, median s/step ({len(plain)} steps) | {median(plain):.3f} |")
     print(f"| nst-pl training step, median s/step ({len(nst)} steps) | {median(nst):.3f} |")
     print(f"| **overhead ratio nst-pl / plain** (goal <= 1.03) | **{ratio:.3f}** |")
+    startup_table(args.size, rounds=1 if args.quick else 3, header=False)
+
+
+def startup_table(size: int, rounds: int, header: bool = True) -> None:
+    weights = OFFLINE_VGG16 if OFFLINE_VGG16.exists() else None
+    imports = {m: median([import_seconds(m) for _ in range(rounds)]) for m in IMPORT_CHAIN}
+    latency = median([first_step_latency(size, weights) for _ in range(rounds)])
+    if header:
+        print("| measure | value |")
+        print("|---|---|")
+    for m, t in imports.items():
+        print(f"| `python -c 'import {m}'`, median of {rounds} | {t:.2f} s |")
     what = "offline VGG16 file" if weights else "random weights"
-    print(f"| `nst-pl fit` start -> first step, median of {len(latency)} ({what}; goal <= 5 s) | {median(latency):.2f} s |")
+    print(f"| `nst-pl fit` start -> first step, median of {rounds} ({what}, {size} px; goal <= 5 s) | {latency:.2f} s |")
 
 
 if __name__ == "__main__":

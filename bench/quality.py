@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from PIL import Image
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 
@@ -75,9 +76,13 @@ class Judge:
         }
 
 
-def run_ours(content_path, style_path, size, scales, steps_per_scale, final_steps, eval_every, judge, root):
+def run_ours(content_path, style_path, size, scales, steps_per_scale, final_steps, eval_every, judge, root,
+             lr=None, overrides=None):
     scales = [s for s in scales if s < size]
-    model = StyleTransfer(vgg16(), scales=scales or None, scale_steps=[steps_per_scale] * len(scales) or None)
+    kw = dict(overrides or {})
+    if lr is not None:  # otherwise StyleTransfer's default optimiser
+        kw["optimizer"] = lambda params: torch.optim.Adam(params, lr=lr)
+    model = StyleTransfer(vgg16(), scales=scales or None, scale_steps=[steps_per_scale] * len(scales) or None, **kw)
     data = PairDataModule(content=str(content_path), style=str(style_path), image_size=size)
     curve: list[dict] = []
 
@@ -164,8 +169,12 @@ def main() -> None:
     ap.add_argument("--final-steps", type=int, default=40)
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--pairs", choices=["one", "all"], default="one")
+    ap.add_argument("--lr", type=float, default=None, help="Adam step size for ours (default: the module's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a StyleTransfer argument for ours, e.g. --set ema_decay=null --set style_weight=10")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
     args = ap.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     if not OFFLINE_VGG16.exists():
         sys.exit(f"needs the offline VGG16 weights at {OFFLINE_VGG16} (see README, 'Offline weights')")
     contents = sorted((REPO / "images").glob("*.jpg"))
@@ -182,7 +191,7 @@ def main() -> None:
         classic, classic_img = run_classic(content, style, args.classic_steps, args.eval_every, judge)
         with tempfile.TemporaryDirectory() as root:
             ours, ours_img, scales = run_ours(c, s, args.size, args.scales, args.steps_per_scale, args.final_steps,
-                                              args.eval_every, judge, root)
+                                              args.eval_every, judge, root, args.lr, overrides)
         results[name] = {"ours": ours, "classic": classic, "scales": scales,
                          "verdict": {k: verdict(ours, classic, k) for k in ("style", "style_rel")}}
         tiles.append((content, style, classic_img, ours_img))

@@ -104,7 +104,7 @@ def test_mixed_precision_gives_the_same_picture_with_half_features_and_fp32_loss
     steps = 5
     ref, data, _ = fit(tmp_path / "fp32", *pair_dirs, max_steps=steps)
     start, moved = data.content, (ref.image.detach() - data.content).abs().mean()
-    assert moved > 0.05  # the picture did change
+    assert moved > 0.02  # the picture did change (Adam moves a pixel by at most lr = 0.007 per step)
     for precision, low in (("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16)):
         torch.manual_seed(0)
         model = StyleTransfer(VGG16(weights=None), **SHALLOW)
@@ -170,7 +170,7 @@ def test_each_pair_in_a_batch_equals_its_single_pair_run(tmp_path):
     # step of up to lr: a handful of pixels drift by ~1e-4 (measured: mean 4e-6, max 6e-4), the picture does not.
     a_alone, a_many = alone.output_images()[0], many.output_images()[0]
     moved = (a_alone - data.content[0]).abs().mean()
-    assert moved > 0.03
+    assert moved > 0.01  # the picture did change (at most lr = 0.007 per step)
     diff = (a_many - a_alone).abs()
     assert diff.mean() < 1e-4 and diff.max() < 1e-2, (diff.mean(), diff.max())
     # The per-pair loss terms at the same image are the same too: no normalisation over the batch (which Adam's
@@ -183,7 +183,7 @@ def test_each_pair_in_a_batch_equals_its_single_pair_run(tmp_path):
         assert t_many[key][0].item() == pytest.approx(t_alone[key][0].item(), rel=1e-5), key
     # the same content with the other style went elsewhere: the comparisons above are not vacuous
     other = (many.output_images()[1] - a_alone).abs().mean()
-    assert other > 1e-3 and other > 50 * diff.mean(), (other, diff.mean())
+    assert other > 2e-4 and other > 50 * diff.mean(), (other, diff.mean())  # measured 7e-4 at lr 0.007
     assert tuple(many.output_images()[2].shape) == (3, 30, 48)  # padding cropped off
 
 
