@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from nst_pl import losses
 from nst_pl.metrics import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS
@@ -49,6 +50,18 @@ class PlainLoop:
         with torch.no_grad():
             self.image.clamp_(0, 1)
         return loss.item()
+
+
+def row_sheet(rows, path: Path, height: int = 256) -> None:
+    """Save rows of PIL images as one JPEG: every image scaled to `height`, rows left-aligned on white."""
+    rows = [[im.resize((round(im.width * height / im.height), height)) for im in r] for r in rows]
+    canvas = Image.new("RGB", (max(sum(im.width for im in r) for r in rows), height * len(rows)), "white")
+    for y, r in enumerate(rows):
+        x = 0
+        for im in r:
+            canvas.paste(im, (x, y * height))
+            x += im.width
+    canvas.save(path, quality=88)
 
 
 def median(xs) -> float:

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from PIL import Image
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop  # noqa: E402
+from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, row_sheet  # noqa: E402
 
 import pytorch_lightning as pl  # noqa: E402
 
@@ -198,7 +197,7 @@ def main() -> None:
         print(f"{name}: {json.dumps(results[name]['verdict'])}", flush=True)
     (args.out / f"quality_{args.size}.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out / f"quality_{args.size}.png")
-    sheet(tiles, args.out / f"quality_{args.size}_sheet.jpg")
+    row_sheet([[to_pil(t) for t in row] for row in tiles], args.out / f"quality_{args.size}_sheet.jpg")
     print()
     print(f"| pair ({args.size} px) | judge style measure | classic: steps, s | classic style / SSIM | "
           "ours reaches it at step, s | ours SSIM there | time ratio | goal (<= 1/3, SSIM >=) |")
@@ -213,22 +212,6 @@ def main() -> None:
                   f"{v['time_ratio']:.2f} | {'met' if v['goal_met'] else 'NOT met'} |")
         else:
             print(f"{head} not reached | - | - | NOT met |")
-
-
-def sheet(tiles, path: Path, height: int = 256) -> None:
-    rows = []
-    for row in tiles:
-        ims = [to_pil(t) for t in row]
-        ims = [im.resize((round(im.width * height / im.height), height)) for im in ims]
-        rows.append(ims)
-    width = max(sum(im.width for im in r) for r in rows)
-    canvas = Image.new("RGB", (width, height * len(rows)), "white")
-    for y, r in enumerate(rows):
-        x = 0
-        for im in r:
-            canvas.paste(im, (x, y * height))
-            x += im.width
-    canvas.save(path, quality=88)
 
 
 if __name__ == "__main__":

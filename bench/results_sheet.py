@@ -15,7 +15,9 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OFFLINE_VGG16, REPO  # noqa: E402
+from common import OFFLINE_VGG16, REPO, row_sheet  # noqa: E402
+
+from nst_pl.data import PairDataModule  # noqa: E402
 
 COMMAND = [
     "--config", "configs/vgg19.yaml", "--data.image_size", "256", "--trainer.max_steps", "300",
@@ -26,26 +28,19 @@ COMMAND = [
 ]
 
 
-def main(height: int = 256) -> None:
+def main() -> None:
     if not OFFLINE_VGG16.exists():
         sys.exit(f"needs the offline VGG16 weights at {OFFLINE_VGG16} (see README, 'Offline weights')")
+    pairs = PairDataModule(content=str(REPO / "images"), style=str(REPO / "style")).pairs  # the run's pairs and names
     with tempfile.TemporaryDirectory() as root:
         subprocess.run([sys.executable, "-m", "nst_pl.cli", "fit", *COMMAND, "--trainer.default_root_dir", root,
                         "--trainer.enable_progress_bar", "false"], cwd=REPO, check=True)
         rows = []
-        for c in sorted((REPO / "images").glob("*.jpg")):
-            for s in sorted((REPO / "style").glob("*.jpg")):
-                last = sorted(Path(root).glob(f"**/images/{c.stem}__{s.stem}/step_*.png"))[-1]
-                rows.append([Image.open(p).convert("RGB") for p in (c, s, last)])
-    rows = [[im.resize((round(im.width * height / im.height), height)) for im in r] for r in rows]
-    canvas = Image.new("RGB", (max(sum(im.width for im in r) for r in rows), height * len(rows)), "white")
-    for y, r in enumerate(rows):
-        x = 0
-        for im in r:
-            canvas.paste(im, (x, y * height))
-            x += im.width
+        for pair in pairs:
+            last = sorted(Path(root).glob(f"**/images/{pair.name}/step_*.png"))[-1]
+            rows.append([Image.open(p).convert("RGB") for p in (pair.content, pair.styles[0], last)])
     out = REPO / "docs" / "results.jpg"
-    canvas.save(out, quality=88)
+    row_sheet(rows, out)
     print(f"wrote {out} ({len(rows)} pairs)")
 
 
