@@ -32,7 +32,7 @@ from nst_pl.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from nst_pl.cli import NSTCLI, _is_user_error, main
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
-from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer, _layer_weights
+from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer, _layer_weights, averaged_image
 from test_images import png_header_claiming
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,11 +388,10 @@ def _poison_extractor(monkeypatch, after: int, how: str) -> None:
 
 def ckpt_output(ckpt: dict) -> torch.Tensor:
     """The first pair's output image as the checkpoint holds it: the bias-corrected EMA when averaging is on."""
-    state, decay = ckpt["state_dict"], ckpt["hyper_parameters"].get("ema_decay")
-    steps = int(state.get("ema_steps", 0))
-    if decay and steps > 0:
-        return (state["image_ema"][0] / (1 - decay**steps)).clamp(0, 1)
-    return state["image"][0].clamp(0, 1)
+    state = ckpt["state_dict"]
+    image = averaged_image(state["image"], state.get("image_ema"), int(state.get("ema_steps", 0)),
+                           ckpt["hyper_parameters"].get("ema_decay"))
+    return image[0].clamp(0, 1)
 
 
 @pytest.mark.parametrize("how", ["loss", "gradient"])
