@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from nst_pl.errors import ConfigError, OutputError
 from nst_pl.images import ImageError, save_image
 
 
@@ -24,7 +25,7 @@ class ImageLogger(pl.Callback):
             dirname: Folder inside the run's log directory that holds `<pair>/step_001000.png`.
         """
         if every_n_steps < 0:
-            raise ValueError(f"image_logger.every_n_steps must be >= 0, got {every_n_steps}")
+            raise ConfigError(f"image_logger.every_n_steps must be >= 0, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.tensorboard = tensorboard
         self.dirname = dirname
@@ -63,7 +64,7 @@ class ImageLogger(pl.Callback):
         # The previous PNG is untouched (atomic writes). A checkpoint that cannot be written does stop the run.
         try:
             self.save(trainer, pl_module)
-        except ImageError as err:
+        except (ImageError, OutputError) as err:
             rank_zero_warn(
                 f"step {trainer.global_step}: could not save the images, the run continues and retries at the next "
                 f"save: {err}"
@@ -126,7 +127,7 @@ def _check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise PermissionError(
+        raise OutputError(
             f"cannot write the output folder '{folder}': {err.strerror or err}. Choose a writable location with "
             "--trainer.default_root_dir DIR (or the logger's save_dir)"
         ) from None

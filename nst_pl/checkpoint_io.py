@@ -18,11 +18,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
 
+from nst_pl.errors import OutputError
 from nst_pl.images import atomic_write_bytes
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (full disk, permissions); the previous checkpoint file is untouched."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -37,5 +34,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)  # serialise fully in memory first: a pickling error writes nothing
         try:
             atomic_write_bytes(path, buffer.getvalue())
-        except ValueError as err:  # images.ImageError: the write failed; its message names the cause and the fix
-            raise CheckpointWriteError(f"checkpoint not saved: {err}") from err.__cause__
+        except OutputError as err:  # its message names the file, the cause and the fix; say what the file was
+            raise OutputError(f"checkpoint not saved: {err}") from err.__cause__

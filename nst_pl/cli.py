@@ -21,11 +21,11 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
-from nst_pl.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.data import PairDataModule
-from nst_pl.extractors import EXTRACTORS, WeightsError
-from nst_pl.images import ImageError
-from nst_pl.module import NonFiniteLossError, StyleTransfer
+from nst_pl.errors import NSTError
+from nst_pl.extractors import EXTRACTORS
+from nst_pl.module import StyleTransfer
 
 DEBUG_ENV = "NST_PL_DEBUG"
 
@@ -123,7 +123,7 @@ class NSTArgumentParser(LightningArgumentParser):
 
 
 # Our own exception types: raised only on purpose, with a message written for the user.
-_USER_ERRORS = (ImageError, WeightsError, NonFiniteLossError, CheckpointWriteError, MisconfigurationException)
+_USER_ERRORS = (NSTError, MisconfigurationException)
 _PACKAGE = Path(__file__).resolve().parent
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from nst_pl.errors import ConfigError
 from nst_pl.images import find_images, load_image, pad_to, pair_names
 
 PathSpec = Union[str, Sequence[str]]
@@ -43,25 +44,25 @@ def make_pairs(
     """
     if style_weights is not None:
         if len(style_weights) != len(styles):
-            raise ValueError(
+            raise ConfigError(
                 f"data.style_weights has {len(style_weights)} value(s) but {len(styles)} style image(s) were given: "
                 "give one weight per style image (or drop style_weights to pair every style separately)"
             )
         if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
-            raise ValueError(f"data.style_weights must be >= 0 and not all zero, got {list(style_weights)}")
+            raise ConfigError(f"data.style_weights must be >= 0 and not all zero, got {list(style_weights)}")
         total = float(sum(style_weights))
         groups = [(c, list(styles), [w / total for w in style_weights]) for c in contents]
     elif pairing == "product":
         groups = [(c, [s], [1.0]) for c in contents for s in styles]
     elif pairing == "zip":
         if len(contents) != len(styles):
-            raise ValueError(
+            raise ConfigError(
                 f"data.pairing 'zip' needs as many content as style images, got {len(contents)} and {len(styles)}; "
                 "use pairing: product to combine every content with every style"
             )
         groups = [(c, [s], [1.0]) for c, s in zip(contents, styles)]
     else:
-        raise ValueError(f"unknown data.pairing {pairing!r}; choose 'product' or 'zip'")
+        raise ConfigError(f"unknown data.pairing {pairing!r}; choose 'product' or 'zip'")
     names = pair_names([g[0] for g in groups], [g[1] for g in groups])
     return [Pair(n, c, s, w) for n, (c, s, w) in zip(names, groups)]
 
@@ -109,7 +110,7 @@ class PairDataModule(pl.LightningDataModule):
         super().__init__()
         for name, value in (("image_size", image_size), ("style_size", style_size)):
             if value is not None and value < 1:
-                raise ValueError(f"data.{name} must be a positive number of pixels, got {value}")
+                raise ConfigError(f"data.{name} must be a positive number of pixels, got {value}")
         self.image_size = image_size
         self.style_size = style_size or image_size
         self.max_pixels = max_pixels

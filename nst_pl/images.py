@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from nst_pl.errors import ImageError, OutputError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageError",
@@ -54,8 +56,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", "
 PathLike = str | os.PathLike
 
 
-class ImageError(ValueError):
-    """A problem with an input or output image that the user can fix (the message says how)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -460,7 +460,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         data: The complete file content.
 
     Raises:
-        ImageError: The write failed (e.g. disk full, permission denied); the previous file is untouched and the
+        OutputError: The write failed (e.g. disk full, permission denied); the previous file is untouched and the
             temporary file removed. The original ``OSError`` is chained as ``__cause__``.
     """
     path = _expanduser(path)
@@ -491,7 +491,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         if isinstance(exc, OSError):
-            raise ImageError(_write_error_message(path, exc)) from exc
+            raise OutputError(_write_error_message(path, exc)) from exc
         raise
     _fsync_folder(path.parent)
 

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from nst_pl import losses
+from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
 from nst_pl.images import load_image, match_color, resize_long_side, transfer_luminance
 
@@ -36,10 +37,6 @@ def default_optimizer(params) -> torch.optim.Optimizer:
     # loop's final style (relative per-layer judge) in 0.05-0.22 of its time at a better SSIM on 3 of the 4 sample
     # pairs, and not within the run on the fourth (see README, Benchmarks).
     return torch.optim.Adam(params, lr=0.007)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf: the run stops and keeps the last finite images."""
 
 
 class StyleTransfer(pl.LightningModule):
@@ -103,13 +100,13 @@ class StyleTransfer(pl.LightningModule):
         self.style_layer_weights = _layer_weights(style_layer_weights, self.style_layers, "style")
         for name, w in (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)):
             if not (w >= 0 and math.isfinite(w)):
-                raise ValueError(f"model.{name} must be a finite number >= 0, got {w}")
+                raise ConfigError(f"model.{name} must be a finite number >= 0, got {w}")
         if style_loss not in losses.STYLE_LOSSES:
-            raise ValueError(f"unknown model.style_loss {style_loss!r}; choose one of {', '.join(losses.STYLE_LOSSES)}")
+            raise ConfigError(f"unknown model.style_loss {style_loss!r}; choose one of {', '.join(losses.STYLE_LOSSES)}")
         if preserve_color not in ("none", "luminance", "histogram"):
-            raise ValueError(f"unknown model.preserve_color {preserve_color!r}; choose none, luminance or histogram")
+            raise ConfigError(f"unknown model.preserve_color {preserve_color!r}; choose none, luminance or histogram")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"model.ema_decay must be between 0 and 1 (e.g. 0.95), got {ema_decay}")
+            raise ConfigError(f"model.ema_decay must be between 0 and 1 (e.g. 0.95), got {ema_decay}")
         self.scales, self.scale_steps = _check_scales(scales, scale_steps, max_steps)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
         self.style_loss_kind = style_loss
@@ -140,7 +137,7 @@ class StyleTransfer(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "pairs"):
-            raise RuntimeError("StyleTransfer needs a PairDataModule (the `data:` section of the config)")
+            raise ConfigError("StyleTransfer needs a PairDataModule (the `data:` section of the config)")
         dm.setup(stage)
         self.content_images = dm.content  # [N, 3, H, W]
         self.style_images = dm.styles
@@ -151,7 +148,7 @@ class StyleTransfer(pl.LightningModule):
         first = min([*self.scales, full])  # coarse scales at or above the full size are not used (see current_size)
         smallest = min(min(h, w) for h, w in self.sizes) * first / full
         if smallest < min_side:
-            raise ValueError(
+            raise ConfigError(
                 f"an image side of {int(smallest)} px is too small for {type(self.extractor).__name__} up to layer "
                 f"{self._deepest_layer()}: it needs at least {min_side} px. Raise data.image_size (or the first of "
                 "model.scales), or use shallower layers."
@@ -304,7 +301,7 @@ class StyleTransfer(pl.LightningModule):
             torch.distributed.all_reduce(values)
         values = values / len(self.pair_names)
         if not torch.isfinite(values[0]):
-            raise NonFiniteLossError(
+            raise DivergedError(
                 f"the loss became {values[0].item()} at step {self.global_step}: the optimisation diverged. "
                 "Lower the learning rate (model.optimizer.init_args.lr) or the loss weights; the images saved so far "
                 "are kept."
@@ -317,18 +314,18 @@ class StyleTransfer(pl.LightningModule):
         try:
             opt = self.optimizer_factory([self.image])
         except ValueError as err:  # torch.optim's own checks ("Invalid learning rate: -1.0"): say where to fix it
-            raise ValueError(f"model.optimizer: {err}") from err
+            raise ConfigError(f"model.optimizer: {err}") from err
         if isinstance(opt, torch.optim.LBFGS):
             group = opt.param_groups[0]
             if group["max_iter"] != 1:
-                raise ValueError(
+                raise ConfigError(
                     f"LBFGS needs max_iter: 1 here (got {group['max_iter']}): Lightning runs one training_step per "
                     "closure call, so one optimisation step must be one evaluation"
                 )
             if self.trainer.world_size > 1 and group["line_search_fn"] is not None:
-                raise ValueError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
+                raise ConfigError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
             if str(self.trainer.precision) == "16-mixed":
-                raise ValueError(
+                raise ConfigError(
                     "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "
                     "that is evaluated several times): use bf16-mixed, 32-true, or Adam"
                 )
@@ -343,7 +340,7 @@ class StyleTransfer(pl.LightningModule):
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None or self.image.grad is None:
             return
         if not torch.isfinite(self.image.grad).all():
-            raise NonFiniteLossError(
+            raise DivergedError(
                 f"the gradient became NaN or inf at step {self.global_step}: the optimisation diverged. Lower the "
                 "learning rate (model.optimizer.init_args.lr) or the loss weights; the images saved so far are kept "
                 "and the image of this step is still finite."
@@ -377,7 +374,7 @@ class StyleTransfer(pl.LightningModule):
         # mismatch means the resumed run was given other images.
         saved = checkpoint["state_dict"].get("image")
         if saved is not None and self.image.shape != saved.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint holds images of shape {tuple(saved.shape)} but this run's data give "
                 f"{tuple(self.image.shape)}: resume with the same data.content, data.style and data.image_size"
             )
@@ -396,16 +393,16 @@ def averaged_image(image: Tensor, image_ema: Tensor, ema_steps: int, ema_decay: 
 
 def _layer_weights(weights: Sequence[float] | None, layers: list[str], what: str) -> list[float]:
     if not layers and what == "style":
-        raise ValueError("model.style_layers is empty: give at least one layer")
+        raise ConfigError("model.style_layers is empty: give at least one layer")
     if weights is None:
         weights = [1.0] * len(layers)
     if len(weights) != len(layers):
-        raise ValueError(
+        raise ConfigError(
             f"model.{what}_layer_weights has {len(weights)} value(s) for {len(layers)} {what} layer(s) {layers}: "
             "give one weight per layer"
         )
     if any(not (w >= 0 and math.isfinite(w)) for w in weights) or (layers and sum(weights) <= 0):
-        raise ValueError(f"model.{what}_layer_weights must be finite, >= 0 and not all zero, got {list(weights)}")
+        raise ConfigError(f"model.{what}_layer_weights must be finite, >= 0 and not all zero, got {list(weights)}")
     total = float(sum(weights)) or 1.0
     return [w / total for w in weights]  # a weighted MEAN over layers
 
@@ -414,11 +411,11 @@ def _check_scales(scales, scale_steps, max_steps):
     if scales is None and scale_steps is None:
         return [], []
     if scales is None or scale_steps is None or len(scales) != len(scale_steps):
-        raise ValueError("model.scales and model.scale_steps go together, with one step count per scale")
+        raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
     if any(s < 1 for s in scales) or list(scales) != sorted(scales):
-        raise ValueError(f"model.scales must be positive and ascending, got {scales}")
+        raise ConfigError(f"model.scales must be positive and ascending, got {scales}")
     if any(n < 0 for n in scale_steps):
-        raise ValueError(f"model.scale_steps must be >= 0, got {scale_steps}")
+        raise ConfigError(f"model.scale_steps must be >= 0, got {scale_steps}")
     if max_steps is not None and max_steps > 0 and sum(scale_steps) >= max_steps:
         # A short run with the shipped schedule (e.g. --trainer.max_steps 200 with 3 x 100 coarse steps): keep the
         # schedule's shape but shrink it to two thirds of the run, so the full size still gets a third.

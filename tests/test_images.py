@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from nst_pl.errors import OutputError
 from nst_pl import images
 from nst_pl.images import (
     IMAGE_EXTENSIONS,
@@ -344,7 +345,7 @@ def test_save_image_is_atomic_on_failure(tmp_path, monkeypatch):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(images, "_write_all", fail_mid_write)
-    with pytest.raises(ImageError, match="could not write"):
+    with pytest.raises(OutputError, match="could not write"):
         save_image(torch.rand(3, 8, 8), path)
     assert path.read_bytes() == b"previous content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary file left
@@ -359,7 +360,7 @@ def test_save_image_write_errors_are_clear(tmp_path, monkeypatch, code, words):
 
     monkeypatch.setattr(images, "_write_all", fail)
     path = tmp_path / "out.png"
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(OutputError) as info:
         save_image(torch.rand(3, 8, 8), path)
     message = str(info.value).lower()
     assert str(path).lower() in message and any(word in message for word in words)

@@ -28,7 +28,8 @@ from PIL import Image
 
 from conftest import make_image
 from nst_pl import images as images_mod
-from nst_pl.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from nst_pl.checkpoint_io import AtomicCheckpointIO
+from nst_pl.errors import OutputError
 from nst_pl.cli import NSTCLI, _is_user_error, main
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
@@ -475,7 +476,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / "ckpts" / "last.ckpt"
     io_.save_checkpoint({"global_step": 1, "x": torch.ones(1000)}, path)
     _fail_writes(monkeypatch, CKPT_MAGIC, 1)
-    with pytest.raises(CheckpointWriteError, match="no space left"):
+    with pytest.raises(OutputError, match="no space left"):
         io_.save_checkpoint({"global_step": 2, "x": torch.zeros(1000)}, path)
     assert load_ckpt(path)["global_step"] == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file either

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from .alexnet import AlexNet
-from .base import FeatureExtractor, WeightsError
+from nst_pl.errors import ConfigError, WeightsError
+
+from .base import FeatureExtractor
 from .resnet import ResNet50
 from .vgg import VGG16, VGG19
 
@@ -26,12 +28,12 @@ def get_extractor(name: str, **kwargs: Any) -> FeatureExtractor:
         **kwargs: Passed to the extractor's constructor (weights, normalization, mean, std, smoothing).
 
     Raises:
-        ValueError: If the name is not registered.
+        ConfigError: If the name is not registered.
     """
     try:
         cls = EXTRACTORS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown extractor {name!r}; valid names: {', '.join(EXTRACTORS)}") from None
+        raise ConfigError(f"unknown extractor {name!r}; valid names: {', '.join(EXTRACTORS)}") from None
     return cls(**kwargs)
 
 

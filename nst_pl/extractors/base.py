@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
+from nst_pl.errors import ConfigError, WeightsError
+
 # Statistics the weights were trained with, for RGB input in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,10 +34,6 @@ NORMALIZATIONS = {
     "caffe": (CAFFE_MEAN, CAFFE_STD),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
-
-
-class WeightsError(RuntimeError):
-    """The requested weights could not be downloaded, read, or do not fit the architecture."""
 
 
 def swag(features: Tensor, temperature: float = 1.0) -> Tensor:
@@ -189,7 +187,7 @@ class FeatureExtractor(nn.Module):
         """
         names = [layers] if isinstance(layers, str) else list(layers)
         if not names:
-            raise ValueError(f"{self._name}: set_layers needs at least one layer; valid layers: {self._valid_str}")
+            raise ConfigError(f"{self._name}: set_layers needs at least one layer; valid layers: {self._valid_str}")
         self._check_names(names)
         self._layers = sorted(set(names), key=self._valid.index)
         self._last_stage = max(self._tap_stage[n] for n in self._layers)
@@ -261,7 +259,7 @@ class FeatureExtractor(nn.Module):
         bad = [n for n in names if n not in self._tap_stage]
         if bad:
             which = ", ".join(repr(n) for n in bad)
-            raise ValueError(
+            raise ConfigError(
                 f"unknown layer{'s' if len(bad) > 1 else ''} {which} for {self._name}; "
                 f"valid layers: {self._valid_str}"
             )
@@ -286,10 +284,10 @@ class FeatureExtractor(nn.Module):
         member: WeightsEnum | None,
     ) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
         if (mean is None) != (std is None):
-            raise ValueError(f"{self._name}: give both `mean` and `std`, or neither")
+            raise ConfigError(f"{self._name}: give both `mean` and `std`, or neither")
         if mean is not None and std is not None:
             if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-                raise ValueError(f"{self._name}: mean/std need 3 values (RGB), std > 0; got {mean}, {std}")
+                raise ConfigError(f"{self._name}: mean/std need 3 values (RGB), std > 0; got {mean}, {std}")
             return "custom", tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if normalization == "auto":
             if member is not None:  # the statistics these torchvision weights were trained with
@@ -297,7 +295,7 @@ class FeatureExtractor(nn.Module):
                 return f"auto ({member})", tuple(t.mean), tuple(t.std)
             return "auto (imagenet)", IMAGENET_MEAN, IMAGENET_STD
         if normalization not in NORMALIZATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"{self._name}: unknown normalization {normalization!r}; "
                 f"choose one of: auto, {', '.join(NORMALIZATIONS)} (or give mean and std)"
             )
@@ -310,7 +308,7 @@ class FeatureExtractor(nn.Module):
         self._check_names(temps)
         for name, t in temps.items():
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 or not math.isfinite(t):
-                raise ValueError(f"{self._name}: smoothing temperature for {name!r} must be > 0, got {t!r}")
+                raise ConfigError(f"{self._name}: smoothing temperature for {name!r} must be > 0, got {t!r}")
         return {n: float(t) for n, t in temps.items()}
 
     # ---------------------------------------------------------------------------------------- weights
@@ -330,7 +328,7 @@ class FeatureExtractor(nn.Module):
         elif isinstance(weights, (str, os.PathLike)):
             sd, source = self._read_file(Path(weights)), os.fspath(weights)
         else:
-            raise TypeError(f"{self._name}: weights must be a string or None, got {type(weights).__name__}")
+            raise ConfigError(f"{self._name}: weights must be a string or None, got {type(weights).__name__}")
         sd, prefix = self._adapt_state_dict(sd)
         self._check_and_load(trunk, sd, prefix, source)
         return "imagenet" if weights == "imagenet" else source
