@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from nst_pl import losses
+from nst_pl.data import PairImages
 from nst_pl.metrics import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS
+from nst_pl.objective import Objective
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_VGG16 = REPO.parent / "shared" / "weights" / "vgg16_caffe_hed.pth"
@@ -21,30 +22,25 @@ CONTENT_LAYERS = [JUDGE_CONTENT_LAYER]
 class PlainLoop:
     """The classic Gatys loop written directly in PyTorch: the baseline every benchmark compares against.
 
-    Same extractor object, same layers and the same loss functions as nst-pl's module, no Lightning.
+    nst-pl's own objective (same extractor, layers and losses as the module), driven by a bare Adam loop: no
+    Lightning, no coarse-to-fine, no averaging.
     """
 
     def __init__(self, extractor, content: torch.Tensor, style: torch.Tensor, content_weight: float,
                  style_weight: float, lr: float, relative: bool = False, init: torch.Tensor | None = None):
-        self.extractor = extractor
-        extractor.set_layers(CONTENT_LAYERS + STYLE_LAYERS)
-        with torch.no_grad():
-            cf = extractor(content)
-            sf = extractor(style)
-            self.content_t = {l: cf[l].float() for l in CONTENT_LAYERS}
-            self.style_t = {l: losses.gram(sf[l]) for l in STYLE_LAYERS}
-            self.c_scale = {l: (t.pow(2).mean() + 1e-8) if relative else 1.0 for l, t in self.content_t.items()}
-            self.s_scale = {l: (t.pow(2).mean() + 1e-8) if relative else 1.0 for l, t in self.style_t.items()}
+        self.objective = Objective(
+            extractor, CONTENT_LAYERS, STYLE_LAYERS, content_weight=content_weight, style_weight=style_weight,
+            relative_losses=relative,
+        )
+        h, w = content.shape[-2:]
+        self.objective.bind(PairImages(content, [[style[0]]], torch.ones(1, 1), ["pair"], [(h, w)]))
+        self.idx = torch.zeros(1, dtype=torch.long)
         self.image = (content if init is None else init).clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.image], lr=lr)
-        self.cw, self.sw = content_weight, style_weight
 
     def step(self) -> float:
         self.opt.zero_grad(set_to_none=True)
-        f = self.extractor(self.image)
-        c = sum(losses.content_loss(f[l], self.content_t[l]).sum() / self.c_scale[l] for l in CONTENT_LAYERS)
-        s = sum(losses.gram_loss(f[l], self.style_t[l]).sum() / self.s_scale[l] for l in STYLE_LAYERS)
-        loss = self.cw * c / len(CONTENT_LAYERS) + self.sw * s / len(STYLE_LAYERS)
+        loss = self.objective(self.image, self.idx, step=0)["total"].sum()
         loss.backward()
         self.opt.step()
         with torch.no_grad():

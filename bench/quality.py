@@ -51,16 +51,15 @@ class Judge:
 
     def __init__(self, content: torch.Tensor, style: torch.Tensor):
         self.net = vgg16()
-        self.net.set_layers(CONTENT_LAYERS + STYLE_LAYERS)
         self.content = content
         with torch.no_grad():
-            self.content_f = self.net(content[None])[CONTENT_LAYERS[0]]
-            sf = self.net(style[None])
+            self.content_f = self.net(content[None], CONTENT_LAYERS + STYLE_LAYERS)[CONTENT_LAYERS[0]]
+            sf = self.net(style[None], CONTENT_LAYERS + STYLE_LAYERS)
             self.style_g = {l: losses.gram(sf[l]) for l in STYLE_LAYERS}
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> dict[str, float]:
-        f = self.net(image[None])
+        f = self.net(image[None], CONTENT_LAYERS + STYLE_LAYERS)
         per_layer = {l: float(losses.gram_loss(f[l], self.style_g[l])) for l in STYLE_LAYERS}
         return {
             "content": float(losses.content_loss(f[CONTENT_LAYERS[0]], self.content_f)),

@@ -114,7 +114,7 @@ def worker_memory(kind: str, size: int, steps: int) -> dict:
             torch.manual_seed(0)
             data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
             data.setup()
-            loop = PlainLoop(VGG19(weights=None), data.content, data.styles[0][0][None], content_weight=1.0,
+            loop = PlainLoop(VGG19(weights=None), data.images.content, data.images.styles[0][0][None], content_weight=1.0,
                              style_weight=10.0, lr=0.02, relative=True)
             times = []
             for _ in range(steps):

@@ -87,7 +87,7 @@ class ImageLogger(pl.Callback):
             rank_zero_warn(f"step {step}: the images are not finite, not saving them (the previous PNGs are kept)")
             return
         tb = _tensorboard(trainer) if self.tensorboard else None
-        for name, img in zip(pl_module.pair_names, images):
+        for name, img in zip(pl_module.pair_images.names, images):
             save_image(img, self.root / name / f"step_{step:06d}.png")
             if tb is not None:
                 tb.add_image(f"images/{name}", img, global_step=step)

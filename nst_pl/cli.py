@@ -55,8 +55,6 @@ class NSTCLI(LightningCLI):
                 "checkpoint.save_on_exception": True,
             }
         )
-        # One value, two users: the model validates its coarse-to-fine schedule against the run length.
-        parser.link_arguments("trainer.max_steps", "model.max_steps")
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)

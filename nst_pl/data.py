@@ -2,11 +2,12 @@
 
 There is no dataset to iterate in style transfer: the N pairs are fixed and every optimisation step touches all of
 them. The "data loader" therefore yields, forever, the indices of the pairs that this rank owns; the module looks the
-images up by index. Sharding is done here rather than by Lightning's DistributedSampler, which would reshuffle and pad
-(DESIGN.md, "Known traps"): rank r owns pairs r, r + W, r + 2W, … (W = world size).
+images up by index. Sharding is done here rather than by Lightning's DistributedSampler, which would reshuffle and pad:
+rank r owns pairs r, r + W, r + 2W, … (W = world size).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,33 +26,46 @@ PathSpec = Union[str, Sequence[str]]
 
 @dataclass
 class Pair:
+    """One output: a content photo, its style image(s) and how much each style counts (`blend`, sums to 1)."""
+
     name: str
     content: Path
     styles: list[Path]
-    style_weights: list[float]
+    blend: list[float]
+
+
+@dataclass
+class PairImages:
+    """What the module optimises against: every pair's images, decoded and sized, handed over in one piece."""
+
+    content: Tensor  # [N, 3, H, W]: each photo reflect-padded at the bottom/right to a common canvas
+    styles: list[list[Tensor]]  # per pair, its K style images [3, h, w] at their own aspect ratio
+    blend: Tensor  # [N, K]: each pair's style weights, summing to 1
+    names: list[str]
+    sizes: list[tuple[int, int]]  # each photo's real (h, w) inside the canvas
 
 
 def make_pairs(
     contents: Sequence[Path],
     styles: Sequence[Path],
     pairing: str = "product",
-    style_weights: Sequence[float] | None = None,
+    style_blend: Sequence[float] | None = None,
 ) -> list[Pair]:
     """Build the list of pairs.
 
-    - `style_weights` given: every content gets ONE pair that blends all styles with these weights.
+    - `style_blend` given: every content gets ONE pair that blends all styles with these weights.
     - else `product`: every content × every style; `zip`: content i with style i (lists of equal length).
     """
-    if style_weights is not None:
-        if len(style_weights) != len(styles):
+    if style_blend is not None:
+        if len(style_blend) != len(styles):
             raise ConfigError(
-                f"data.style_weights has {len(style_weights)} value(s) but {len(styles)} style image(s) were given: "
-                "give one weight per style image (or drop style_weights to pair every style separately)"
+                f"data.style_blend has {len(style_blend)} value(s) but {len(styles)} style image(s) were given: "
+                "give one weight per style image (or drop style_blend to pair every style separately)"
             )
-        if any(w < 0 for w in style_weights) or sum(style_weights) <= 0:
-            raise ConfigError(f"data.style_weights must be >= 0 and not all zero, got {list(style_weights)}")
-        total = float(sum(style_weights))
-        groups = [(c, list(styles), [w / total for w in style_weights]) for c in contents]
+        if not all(w >= 0 and math.isfinite(w) for w in style_blend) or sum(style_blend) <= 0:
+            raise ConfigError(f"data.style_blend must be finite, >= 0 and not all zero, got {list(style_blend)}")
+        total = float(sum(style_blend))
+        groups = [(c, list(styles), [w / total for w in style_blend]) for c in contents]
     elif pairing == "product":
         groups = [(c, [s], [1.0]) for c in contents for s in styles]
     elif pairing == "zip":
@@ -89,7 +103,7 @@ class PairDataModule(pl.LightningDataModule):
         content: PathSpec = "images",
         style: PathSpec = "style",
         pairing: Literal["product", "zip"] = "product",
-        style_weights: list[float] | None = None,
+        style_blend: list[float] | None = None,
         image_size: int = 512,
         style_size: int | None = None,
         max_pixels: int = 300_000_000,
@@ -100,7 +114,7 @@ class PairDataModule(pl.LightningDataModule):
             content: Content photo(s): a file, a folder (its images, sorted by name) or a list of files/folders.
             style: Style image(s), same forms as `content`.
             pairing: `product` pairs every content with every style; `zip` pairs them in order.
-            style_weights: Blend several styles into each content: one weight per style image (normalised to sum
+            style_blend: Blend several styles into each content: one weight per style image (normalised to sum
                 to 1). When set, each content gets one pair using all the styles and `pairing` is ignored.
             image_size: Long side of the generated images, in pixels.
             style_size: Long side the style images are resized to (default: `image_size`).
@@ -117,26 +131,11 @@ class PairDataModule(pl.LightningDataModule):
         # Listing files is cheap and catches missing paths before any model is built.
         contents = find_images(_as_list(content), what="content")
         styles = find_images(_as_list(style), what="style")
-        self.pairs = make_pairs(contents, styles, pairing, style_weights)
-        self.content: Tensor | None = None  # [N, 3, H, W], padded to a common canvas
-        self.sizes: list[tuple[int, int]] = []  # each pair's real (h, w) inside the canvas
-        self.styles: list[list[Tensor]] = []  # per pair, its style images [3, h, w]
-
-    @property
-    def num_pairs(self) -> int:
-        return len(self.pairs)
-
-    @property
-    def names(self) -> list[str]:
-        return [p.name for p in self.pairs]
-
-    @property
-    def style_weight_matrix(self) -> Tensor:
-        """[N, K] blending weights of each pair's K styles."""
-        return torch.tensor([p.style_weights for p in self.pairs], dtype=torch.float32)
+        self.pairs = make_pairs(contents, styles, pairing, style_blend)
+        self.images: PairImages | None = None  # decoded in `setup`
 
     def setup(self, stage: str | None = None) -> None:
-        if self.content is not None:
+        if self.images is not None:
             return
         cache: dict[tuple[Path, int], Tensor] = {}
 
@@ -146,18 +145,23 @@ class PairDataModule(pl.LightningDataModule):
                 cache[key] = load_image(path, long_side=size, max_pixels=self.max_pixels)
             return cache[key]
 
-        images = [load(p.content, self.image_size) for p in self.pairs]
-        self.sizes = [tuple(im.shape[-2:]) for im in images]
+        photos = [load(p.content, self.image_size) for p in self.pairs]
+        sizes = [tuple(im.shape[-2:]) for im in photos]
         # Pairs of different aspect ratios share one [N, 3, H, W] parameter: each is reflect-padded at the
         # bottom/right to the largest height and width, and the padding is cropped off every saved image.
-        height = max(h for h, _ in self.sizes)
-        width = max(w for _, w in self.sizes)
-        self.content = torch.stack([pad_to(im, height, width) for im in images])  # [N, 3, H, W]
-        self.styles = [[load(s, self.style_size) for s in p.styles] for p in self.pairs]
+        height = max(h for h, _ in sizes)
+        width = max(w for _, w in sizes)
+        self.images = PairImages(
+            content=torch.stack([pad_to(im, height, width) for im in photos]),
+            styles=[[load(s, self.style_size) for s in p.styles] for p in self.pairs],
+            blend=torch.tensor([p.blend for p in self.pairs], dtype=torch.float32),
+            names=[p.name for p in self.pairs],
+            sizes=sizes,
+        )
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return DataLoader(_ShardIndices(shard(self.num_pairs, rank, world)), batch_size=None, num_workers=0)
+        return DataLoader(_ShardIndices(shard(len(self.pairs), rank, world)), batch_size=None, num_workers=0)
 
 
 def _as_list(spec: PathSpec) -> list[str]:

@@ -2,19 +2,19 @@
 
 Every function takes features as produced by the extractor (possibly bf16/fp16 under autocast) and computes in
 float32 with autocast disabled: a Gram matrix of fp16 activations overflows to inf even when cast with `.float()`
-*inside* autocast, because autocast re-casts the matmul's inputs to fp16 (DESIGN.md, "Known traps").
+*inside* autocast, because autocast re-casts the matmul's inputs to fp16.
 
 Shapes: features are [N, C, H, W]; N is the number of pairs being optimised together. Every loss returns one value
 per pair, [N], so that a caller can weight, shard or sum pairs without re-deriving the reduction.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-STYLE_LOSSES = ("gram", "mean_std", "wasserstein")
-
 
 def _fp32(x: Tensor) -> Tensor:
     return x.float()
@@ -126,26 +126,39 @@ def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) ->
         return (mean_term + cov_term.clamp_min(0)) / c
 
 
-def style_target(features: Tensor, kind: str):
-    """Style statistics of `features` for the chosen loss (`gram`, `mean_std` or `wasserstein`)."""
-    if kind == "gram":
-        return gram(features)
-    if kind == "mean_std":
-        return mean_std(features)
-    if kind == "wasserstein":
-        return wasserstein_target(features)
-    raise ValueError(f"unknown style_loss {kind!r}; choose one of {', '.join(STYLE_LOSSES)}")
+def gram_scale(target: Tensor) -> Tensor:
+    """Mean square of Gram targets, per pair: [N]."""
+    return target.pow(2).flatten(1).mean(1)
 
 
-def style_loss(features: Tensor, target, kind: str) -> Tensor:
-    """Style loss of the chosen kind between `features` [N, C, H, W] and precomputed targets, per pair: [N]."""
-    if kind == "gram":
-        return gram_loss(features, target)
-    if kind == "mean_std":
-        return mean_std_loss(features, target)
-    if kind == "wasserstein":
-        return wasserstein_loss(features, target)
-    raise ValueError(f"unknown style_loss {kind!r}; choose one of {', '.join(STYLE_LOSSES)}")
+def mean_std_scale(target: tuple[Tensor, Tensor]) -> Tensor:
+    return target[0].pow(2).mean(1) + target[1].pow(2).mean(1)
+
+
+def wasserstein_scale(target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    # The loss is |Δμ|² + tr(…) over C, so its natural size is (|μ|² + tr Σ) / C.
+    mu, cov, _ = target
+    return (mu.pow(2).sum(1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1)) / mu.shape[1]
+
+
+@dataclass(frozen=True)
+class StyleLoss:
+    """One kind of style loss: the statistics of the painting, the loss against them, and their size.
+
+    `target(features)` -> statistics (a tensor or tuple of tensors with a leading pair dimension);
+    `loss(features, target)` -> [N]; `scale(target)` -> [N], the denominator of the relative loss.
+    """
+
+    target: Callable[[Tensor], Any]
+    loss: Callable[[Tensor, Any], Tensor]
+    scale: Callable[[Any], Tensor]
+
+
+STYLE_LOSSES: dict[str, StyleLoss] = {
+    "gram": StyleLoss(gram, gram_loss, gram_scale),
+    "mean_std": StyleLoss(mean_std, mean_std_loss, mean_std_scale),
+    "wasserstein": StyleLoss(wasserstein_target, wasserstein_loss, wasserstein_scale),
+}
 
 
 def total_variation(image: Tensor) -> Tensor:

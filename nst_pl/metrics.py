@@ -29,6 +29,7 @@ from nst_pl.extractors import VGG16
 
 JUDGE_CONTENT_LAYER = "relu4_2"
 JUDGE_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+JUDGE_LAYERS = (JUDGE_CONTENT_LAYER, *JUDGE_STYLE_LAYERS)
 
 
 def _batch(x: Tensor, what: str) -> Tensor:
@@ -59,7 +60,6 @@ class Judge:
         """
         self.device = torch.device(device or "cpu")
         self.net = VGG16(weights=None if weights is None else os.fspath(weights), normalization=normalization)
-        self.net.set_layers([JUDGE_CONTENT_LAYER, *JUDGE_STYLE_LAYERS])
         self.net.to(self.device)
         # For tables: what judged the numbers (a file's name only, never a machine's absolute path).
         self.description = f"VGG16 ({_short(self.net.weights)}, {self.net.normalization})"
@@ -94,12 +94,12 @@ class Judge:
         if len(weights) != len(styles) or sum(weights) <= 0:
             raise ValueError(f"Judge: {len(styles)} style image(s) but style_weights {list(weights)}")
 
-        f_out = self.net(out)
-        f_con = self.net(con)
+        f_out = self.net(out, JUDGE_LAYERS)
+        f_con = self.net(con, JUDGE_LAYERS)
         content_loss = losses.content_loss(f_out[JUDGE_CONTENT_LAYER], f_con[JUDGE_CONTENT_LAYER]).item()
         style_loss = 0.0
         for s, w in zip(styles, weights):
-            f_sty = self.net(_batch(s, "style").to(self.device))
+            f_sty = self.net(_batch(s, "style").to(self.device), JUDGE_LAYERS)
             per_layer = [losses.gram_loss(f_out[l], losses.gram(f_sty[l])) for l in JUDGE_STYLE_LAYERS]
             style_loss += w * torch.stack(per_layer).mean().item()
         style_loss /= sum(weights)

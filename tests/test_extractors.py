@@ -123,12 +123,10 @@ def test_registry() -> None:
 def test_returns_requested_layers_with_shapes(name: str) -> None:
     ext = make(name)
     case = CASES[name]
-    ext.set_layers(reversed(list(case["shapes"])))  # any order in, depth order out
-    feats = ext(image(name, n=2))
+    feats = ext(image(name, n=2), reversed(list(case["shapes"])))  # any order in, depth order out
     assert list(feats) == sorted(case["shapes"], key=ext.layer_index)
     for layer, (c, side) in case["shapes"].items():
         assert feats[layer].shape == (2, c, side, side), layer
-    assert ext.layers == list(feats)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -153,13 +151,11 @@ def test_layer_names_and_order(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_rejects_bad_layer_requests(name: str) -> None:
     ext = make(name)
-    with pytest.raises(RuntimeError, match="set_layers"):
-        ext(image(name))
     with pytest.raises(ValueError, match=rf"unknown layer 'relu6_1' for {type(ext).__name__}; valid layers: ") as err:
-        ext.set_layers([ext.valid_layers[0], "relu6_1"])
+        ext(image(name), [ext.valid_layers[0], "relu6_1"])
     assert ", ".join(ext.valid_layers) in str(err.value)
     with pytest.raises(ValueError, match="at least one layer"):
-        ext.set_layers([])
+        ext(image(name), [])
     with pytest.raises(ValueError, match="unknown layer"):
         ext.layer_index("nope")
 
@@ -167,13 +163,12 @@ def test_rejects_bad_layer_requests(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_stops_after_deepest_requested_layer(name: str) -> None:
     ext = make(name)
-    ext.set_layers([CASES[name]["shallow"]])
     calls = {"last": 0, "first": 0}
     hooks = [
         ext.stages[-1].register_forward_hook(lambda *_: calls.__setitem__("last", calls["last"] + 1)),
         ext.stages[0].register_forward_hook(lambda *_: calls.__setitem__("first", calls["first"] + 1)),
     ]
-    ext(image(name))
+    ext(image(name), [CASES[name]["shallow"]])
     for h in hooks:
         h.remove()
     assert calls == {"last": 0, "first": 1}
@@ -183,8 +178,7 @@ def test_stops_after_deepest_requested_layer(name: str) -> None:
 def test_tapped_pre_activation_is_not_overwritten(name: str) -> None:
     ext = make(name)
     pre, relu = CASES[name]["pair"]
-    ext.set_layers([pre, relu])
-    feats = ext(image(name))
+    feats = ext(image(name), [pre, relu])
     assert feats[pre].min() < 0, "an in-place ReLU clobbered the tapped pre-activation"
     assert torch.equal(feats[relu], feats[pre].clamp(min=0))
 
@@ -197,9 +191,9 @@ def test_frozen_and_always_eval(name: str) -> None:
     assert not any(p.requires_grad for p in ext.parameters())
     assert not {"mean", "std"} & set(ext.state_dict())  # non-persistent buffers
     # Eval-mode BatchNorm: an image's features do not depend on the rest of the batch.
-    ext.set_layers([list(CASES[name]["shapes"])[-1]])
+    layers = [list(CASES[name]["shapes"])[-1]]
     x = image(name, n=2)
-    alone, batched = ext(x[:1]), ext(x)
+    alone, batched = ext(x[:1], layers), ext(x, layers)
     for k in alone:
         # (train-mode BatchNorm would differ by O(1); the tolerance only absorbs float summation order)
         torch.testing.assert_close(alone[k][0], batched[k][0], rtol=1e-3, atol=1e-3)
@@ -208,9 +202,8 @@ def test_frozen_and_always_eval(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_the_input(name: str) -> None:
     ext = make(name)
-    ext.set_layers(list(CASES[name]["shapes"]))
     x = image(name).requires_grad_(True)
-    loss = sum(f.square().mean() for f in ext(x).values())
+    loss = sum(f.square().mean() for f in ext(x, list(CASES[name]["shapes"])).values())
     loss.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in ext.parameters())
@@ -220,31 +213,29 @@ def test_gradients_reach_the_input(name: str) -> None:
 def test_min_input_size(name: str) -> None:
     ext = make(name)
     deepest = ext.valid_layers[-1]
-    ext.set_layers([deepest])
-    side = ext.min_input_size()
+    side = ext.min_input_size([deepest])
     assert side == {"vgg19": 32, "vgg16": 32, "alexnet": 63, "resnet50": 1}[name]
-    feats = ext(torch.rand(1, 3, side, side + 5))
+    assert ext.min_input_size() == side  # default: the whole network
+    feats = ext(torch.rand(1, 3, side, side + 5), [deepest])
     assert min(feats[deepest].shape[-2:]) >= 1
     if side > 1:
         with pytest.raises(ValueError, match=rf"at least {side} px"):
-            ext(torch.rand(1, 3, side - 1, side + 5))
+            ext(torch.rand(1, 3, side - 1, side + 5), [deepest])
         # The check is ours, but torch agrees: the network itself cannot run at side - 1.
-        ext._min_side = 1
+        x = (torch.rand(1, 3, side - 1, side - 1) - ext.mean) / ext.std
         with pytest.raises(RuntimeError):
-            ext(torch.rand(1, 3, side - 1, side - 1))
-    ext.set_layers([ext.valid_layers[0]])
-    assert ext.min_input_size() <= side
+            for stage in ext.stages:
+                x = stage(x)
+    assert ext.min_input_size([ext.valid_layers[0]]) <= side
 
 
 def test_min_input_size_follows_requested_layers() -> None:
     ext = make("vgg19")
     sizes = {}
     for layer in ["relu1_1", "pool1", "relu3_1", "relu4_2", "relu5_1", "pool5"]:
-        ext.set_layers([layer])
-        sizes[layer] = ext.min_input_size()
+        sizes[layer] = ext.min_input_size([layer])
     assert sizes == {"relu1_1": 1, "pool1": 2, "relu3_1": 4, "relu4_2": 8, "relu5_1": 16, "pool5": 32}
-    ext.set_layers(["relu1_1", "relu5_1"])
-    assert ext.min_input_size() == 16
+    assert ext.min_input_size(["relu1_1", "relu5_1"]) == 16
 
 
 # ------------------------------------------------------------------------------------------- weights
@@ -342,9 +333,8 @@ def test_offline_vgg16_weights_load_and_see_a_real_image() -> None:
         x = torch.stack([g[None].expand(64, 64), g[:, None].expand(64, 64), (g[None] * g[:, None])])[None]
     real = VGG16(weights=str(OFFLINE_VGG16), normalization="caffe")
     rand = make("vgg16", normalization="caffe")
-    for ext in (real, rand):
-        ext.set_layers(["relu1_1", "relu4_2"])
-    f_real, f_rand = real(x), rand(x)
+    layers = ["relu1_1", "relu4_2"]
+    f_real, f_rand = real(x, layers), rand(x, layers)
     assert all(torch.isfinite(f).all() for f in f_real.values())
     assert f_real["relu4_2"].abs().sum() > 0
     assert not torch.allclose(f_real["relu1_1"], f_rand["relu1_1"], rtol=0.1, atol=1e-3)
@@ -364,8 +354,7 @@ def test_normalization_choices() -> None:
         "auto": dict(),
     }.items():
         ext = make("alexnet", **kwargs)
-        ext.set_layers(["conv1"])
-        out[label] = ext(x)["conv1"]
+        out[label] = ext(x, ["conv1"])["conv1"]
     for a, b in [("imagenet", "caffe"), ("imagenet", "none"), ("caffe", "none"), ("custom", "none")]:
         assert not torch.allclose(out[a], out[b]), (a, b)
     torch.testing.assert_close(out["none"], out["none_explicit"])
@@ -381,9 +370,7 @@ def test_smoothing_changes_features_and_keeps_them_sane(name: str) -> None:
     layers = list(CASES[name]["shapes"])
     x = image(name, n=2)
     plain, smooth = make(name), make(name, smoothing=1.0)
-    for ext in (plain, smooth):
-        ext.set_layers(layers)
-    p, s = plain(x), smooth(x)
+    p, s = plain(x, layers), smooth(x, layers)
     for layer in layers:
         assert s[layer].shape == p[layer].shape and s[layer].dtype == torch.float32
         # >= 0, not > 0: entries far below a peak underflow to 0 (random ResNet-50 reaches ~100 at layer4).
@@ -392,7 +379,7 @@ def test_smoothing_changes_features_and_keeps_them_sane(name: str) -> None:
         # Scale: C*H*W * softmax over each image's entries -> mean exactly 1 per image.
         torch.testing.assert_close(s[layer].mean(dim=(1, 2, 3)), torch.ones(2), rtol=1e-4, atol=1e-4)
     # Per image: smoothing one image alone gives the same as inside a batch.
-    torch.testing.assert_close(smooth(x[1:])[layers[-1]][0], s[layers[-1]][1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(smooth(x[1:], layers)[layers[-1]][0], s[layers[-1]][1], rtol=1e-4, atol=1e-6)
 
 
 def test_smoothing_per_layer_temperature_and_validation() -> None:
@@ -400,9 +387,8 @@ def test_smoothing_per_layer_temperature_and_validation() -> None:
     plain = make("resnet50")
     hot = make("resnet50", smoothing={"layer4": 4.0})
     cold = make("resnet50", smoothing={"layer4": 0.5})
-    for ext in (plain, hot, cold):
-        ext.set_layers(["maxpool", "layer4"])
-    p, h, c = plain(x), hot(x), cold(x)
+    layers = ["maxpool", "layer4"]
+    p, h, c = plain(x, layers), hot(x, layers), cold(x, layers)
     torch.testing.assert_close(h["maxpool"], p["maxpool"])  # not listed: untouched
     def entropy(f: torch.Tensor) -> torch.Tensor:
         q = f / f.sum()
@@ -418,10 +404,9 @@ def test_smoothing_per_layer_temperature_and_validation() -> None:
 
 def test_autocast_runs_convs_in_low_precision() -> None:
     ext = make("vgg19", smoothing={"relu2_1": 1.0})
-    ext.set_layers(["relu1_1", "relu2_1"])
     x = torch.rand(1, 3, 32, 32, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        feats = ext(x)
+        feats = ext(x, ["relu1_1", "relu2_1"])
     assert feats["relu1_1"].dtype == torch.bfloat16  # not forced to float32
     assert feats["relu2_1"].dtype == torch.float32  # smoothing is computed in float32
     feats["relu1_1"].float().square().mean().backward()
@@ -430,8 +415,7 @@ def test_autocast_runs_convs_in_low_precision() -> None:
 
 def test_repr_is_short() -> None:
     ext = make("vgg19", normalization="caffe")
-    ext.set_layers(["relu4_2", "relu1_1"])
     text = repr(ext)
     assert "\n" not in text and len(text) < 200
-    assert text == "VGG19(weights='random', normalization='caffe', layers=['relu1_1', 'relu4_2'], smoothing=None)"
+    assert text == "VGG19(weights='random', normalization='caffe', smoothing=None)"
     assert isinstance(ext, nn.Module)

@@ -54,14 +54,14 @@ def test_loss_falls_and_pixels_stay_in_range(tmp_path, pair_dirs):
 def test_targets_are_computed_once_per_size(tmp_path, pair_dirs, monkeypatch):
     model = StyleTransfer(VGG16(weights=None), **SHALLOW)
     targets_built = []
-    orig_targets = model.targets
+    orig_targets = model.objective.targets
 
-    def spy(size):
-        if size not in model._targets:
+    def spy(size, device):
+        if size not in model.objective._targets:
             targets_built.append(size)
-        return orig_targets(size)
+        return orig_targets(size, device)
 
-    monkeypatch.setattr(model, "targets", spy)
+    monkeypatch.setattr(model.objective, "targets", spy)
     data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
     tiny_trainer(tmp_path, max_steps=4).fit(model, datamodule=data)
     assert targets_built == [(40, 48)]
@@ -101,7 +101,7 @@ def test_product_pairing_with_different_aspect_ratios(tmp_path):
     make_image(s / "a.png", (32, 32), seed=3, kind="stripes")
     make_image(s / "b.png", (40, 32), seed=4, kind="stripes")
     model, data, trainer = fit(tmp_path, c, s, max_steps=2, callbacks=[ImageLogger(every_n_steps=0)])
-    assert data.names == ["tall__a", "tall__b", "wide__a", "wide__b"]
+    assert data.images.names == ["tall__a", "tall__b", "wide__a", "wide__b"]
     assert model.image.shape == (4, 3, 48, 48)  # padded to a common canvas
     outs = model.output_images()
     assert [tuple(o.shape[-2:]) for o in outs] == [(48, 24), (48, 24), (24, 48), (24, 48)]
@@ -115,7 +115,7 @@ def test_zip_pairing_and_bad_lengths(tmp_path):
         make_image(c / f"c{i}.png", seed=i)
         make_image(s / f"s{i}.png", seed=10 + i, kind="stripes")
     data = PairDataModule(content=str(c), style=str(s), pairing="zip")
-    assert data.names == ["c0__s0", "c1__s1"]
+    assert [p.name for p in data.pairs] == ["c0__s0", "c1__s1"]
     make_image(s / "s2.png", seed=5)
     with pytest.raises(ValueError, match="zip"):
         PairDataModule(content=str(c), style=str(s), pairing="zip")
@@ -123,7 +123,7 @@ def test_zip_pairing_and_bad_lengths(tmp_path):
 
 def test_noise_init_differs_from_content(tmp_path, pair_dirs):
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=1, model_kw={"init": "noise"})
-    assert (model.image.detach() - data.content).abs().mean() > 0.1
+    assert (model.image.detach() - data.images.content).abs().mean() > 0.1
 
 
 def test_layer_weights_must_match_layers():

@@ -46,24 +46,24 @@ def test_coarse_to_fine_schedule_and_final_size(tmp_path, pair_dirs):
 
     class Spy(__import__("pytorch_lightning").Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            sizes.append(pl_module.current_size())
+            sizes.append(pl_module.objective.view_size(trainer.global_step))
 
     model, data, trainer = fit(tmp_path, *pair_dirs, max_steps=6, callbacks=[Spy(), ImageLogger(every_n_steps=0)],
-                               model_kw={"scales": [24, 36], "scale_steps": [2, 2], "max_steps": 6})
+                               model_kw={"scales": [24, 36], "scale_steps": [2, 2]})
     assert sizes == [(20, 24), (20, 24), (30, 36), (30, 36), (40, 48), (40, 48)]
-    assert set(model._targets) == {(20, 24), (30, 36), (40, 48)}  # targets once per scale
+    assert set(model.objective._targets) == {(20, 24), (30, 36), (40, 48)}  # targets once per scale
     assert model.image.shape[-2:] == (40, 48)  # the parameter never changes shape
     from PIL import Image
     with Image.open(Path(trainer.log_dir) / "images" / "photo__paint" / "step_000006.png") as im:
         assert im.size == (48, 40)
 
 
-def test_coarse_to_fine_validation():
+def test_coarse_to_fine_validation(tmp_path, pair_dirs):
     with pytest.raises(ValueError, match="scale_steps"):
         StyleTransfer(VGG16(weights=None), scales=[64], scale_steps=[10, 10])
-    with pytest.warns(UserWarning, match="max_steps is 30"):
-        short = StyleTransfer(VGG16(weights=None), scales=[64, 90], scale_steps=[100, 100], max_steps=30)
-    assert short.scale_steps == [10, 10]  # shrunk to 2/3 of the run: the full size keeps the last 10 steps
+    with pytest.warns(UserWarning, match="max_steps is 4"):
+        short, *_ = fit(tmp_path, *pair_dirs, max_steps=4, model_kw={"scales": [24, 36], "scale_steps": [100, 100]})
+    assert short.objective.scale_steps == [1, 1]  # shrunk to 2/3 of the run: the full size keeps the last 2 steps
     with pytest.raises(ValueError, match="ascending"):
         StyleTransfer(VGG16(weights=None), scales=[128, 64], scale_steps=[1, 1])
 
@@ -90,11 +90,11 @@ def test_initialisations(tmp_path, pair_dirs, init):
     value = str(make_image(tmp_path / "start.png", (20, 30), seed=9)) if init == "file" else init
     model, data, _ = fit(tmp_path, content, style, max_steps=1, model_kw={"init": value})
     image = model._initial_image()
-    assert image.shape == data.content.shape
-    assert (image - data.content).abs().mean() > 0.05  # not the content photo
+    assert image.shape == data.images.content.shape
+    assert (image - data.images.content).abs().mean() > 0.05  # not the content photo
     if init == "style":
         # noise with the style image's colour statistics
-        want = data.styles[0][0].flatten(1).mean(1)
+        want = data.images.styles[0][0].flatten(1).mean(1)
         assert torch.allclose(image[0].flatten(1).mean(1), want, atol=0.08)
 
 
@@ -102,7 +102,7 @@ def test_preserve_color_histogram_matches_content_statistics(tmp_path, pair_dirs
     # ema_decay None: the raw iterate is the output before the colour step, so the test can compare with it
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=8, model_kw={"preserve_color": "histogram", "ema_decay": None})
     out = model.output_images()[0].flatten(1)
-    content = data.content[0].flatten(1)
+    content = data.images.content[0].flatten(1)
     raw = model.image.detach()[0].flatten(1)
     assert torch.allclose(out.mean(1), content.mean(1), atol=0.02)
     assert torch.allclose(out.std(1), content.std(1), atol=0.03)
@@ -114,7 +114,7 @@ def test_preserve_color_luminance_keeps_content_chroma(tmp_path, pair_dirs):
 
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=8, model_kw={"preserve_color": "luminance", "ema_decay": None})
     out = rgb_to_yiq(model.output_images()[0])
-    content = rgb_to_yiq(data.content[0])
+    content = rgb_to_yiq(data.images.content[0])
     raw = rgb_to_yiq(model.image.detach()[0])
     assert (out[1:] - content[1:]).abs().mean() < 0.02  # I, Q from the photo
     assert (out[0] - raw[0]).abs().mean() < 0.02  # Y from the stylised image
@@ -125,17 +125,20 @@ def test_blended_styles(tmp_path):
     make_image(c / "photo.png", seed=1)
     make_image(s / "a.png", seed=2, kind="stripes")
     make_image(s / "b.png", (30, 40), seed=3)
-    data = PairDataModule(content=str(c), style=str(s), style_weights=[0.7, 0.3])
-    assert data.names == ["photo__a+b"]
-    assert data.style_weight_matrix.tolist() == [[pytest.approx(0.7), pytest.approx(0.3)]]
+    data = PairDataModule(content=str(c), style=str(s), style_blend=[0.7, 0.3])
+    data.setup()
+    assert data.images.names == ["photo__a+b"]
+    assert data.images.blend.tolist() == [[pytest.approx(0.7), pytest.approx(0.3)]]
     # weights [1, 0] give exactly the run with style a alone
-    one, *_ = fit(tmp_path / "x", c, s, max_steps=3, data_kw={"style_weights": [1.0, 0.0]})
+    one, *_ = fit(tmp_path / "x", c, s, max_steps=3, data_kw={"style_blend": [1.0, 0.0]})
     alone, *_ = fit(tmp_path / "y", c, s / "a.png", max_steps=3)
     assert torch.allclose(one.image, alone.image, atol=1e-6)
-    mixed, *_ = fit(tmp_path / "z", c, s, max_steps=3, data_kw={"style_weights": [0.5, 0.5]})
+    mixed, *_ = fit(tmp_path / "z", c, s, max_steps=3, data_kw={"style_blend": [0.5, 0.5]})
     assert (mixed.image - alone.image).abs().max() > 1e-4
     with pytest.raises(ValueError, match="one weight per style"):
-        PairDataModule(content=str(c), style=str(s), style_weights=[1.0])
+        PairDataModule(content=str(c), style=str(s), style_blend=[1.0])
+    with pytest.raises(ValueError, match="finite"):  # NaN passed `w < 0` and `sum > 0` checks before
+        PairDataModule(content=str(c), style=str(s), style_blend=[float("nan"), 1.0])
 
 
 def test_relative_losses_make_weights_independent_of_feature_scale(tmp_path, pair_dirs):
@@ -148,7 +151,23 @@ def test_relative_losses_make_weights_independent_of_feature_scale(tmp_path, pai
         tiny_trainer(tmp_path / norm, max_steps=1).fit(model, datamodule=data)
         with torch.no_grad():
             model.image.copy_(torch.rand_like(model.image, generator=torch.Generator().manual_seed(1)))
-            vals[norm] = model.compute_losses(torch.tensor([0]))
+            vals[norm] = model.objective(model.image, torch.tensor([0]), step=0)
     # ReLU nets are positively homogeneous but biases break exact equality: within 2x, while raw scales differ ~1e4x
     ratio = float(vals["caffe"]["style"] / vals["imagenet"]["style"])
     assert 0.5 < ratio < 2.0, ratio
+
+
+def test_preserve_color_histogram_measures_the_real_image_not_the_padding(tmp_path):
+    # A tall and a wide photo share one canvas: the tall one is reflect-padded on the right. Its colour statistics
+    # must be those of the photo itself, not of the photo plus its mirrored padding.
+    c, s = tmp_path / "c", tmp_path / "s"
+    make_image(c / "tall.png", (24, 48), seed=1)
+    make_image(c / "wide.png", (48, 16), seed=4)
+    make_image(s / "paint.png", (40, 40), seed=2, kind="stripes")
+    model, data, _ = fit(tmp_path, c, s, max_steps=4, model_kw={"preserve_color": "histogram", "ema_decay": None})
+    (h, w), canvas = data.images.sizes[0], data.images.content.shape[-1]
+    assert w < canvas  # the tall photo really is padded
+    out = model.output_images()[0].flatten(1).double()
+    real = data.images.content[0, :, :h, :w].flatten(1).double()
+    assert torch.allclose(out.mean(1), real.mean(1), atol=2e-3)
+    assert torch.allclose(torch.cov(out), torch.cov(real), atol=2e-3)

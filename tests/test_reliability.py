@@ -33,7 +33,8 @@ from nst_pl.errors import OutputError
 from nst_pl.cli import NSTCLI, _is_user_error, main
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
-from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer, _layer_weights, averaged_image
+from nst_pl.module import StyleTransfer, averaged_image
+from nst_pl.objective import DEFAULT_STYLE_LAYERS, _layer_weights
 from test_images import png_header_claiming
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,8 +254,8 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
     args[args.index("--model.extractor") + 1] = f"nst_pl.extractors.{cls.__name__}"
     model = yaml.safe_load(config.read_text())["model"] if config else {}  # else: StyleTransfer's default layers
     extractor = cls(weights=None)
-    extractor.set_layers(model.get("content_layers", ["relu4_2"]) + model.get("style_layers", DEFAULT_STYLE_LAYERS))
-    minimum = extractor.min_input_size()
+    layers = model.get("content_layers", ["relu4_2"]) + model.get("style_layers", DEFAULT_STYLE_LAYERS)
+    minimum = extractor.min_input_size(layers)
     if minimum == 1:
         pytest.skip(f"no input is too small for {cls.__name__}: its padded convolutions keep every stage >= 1 px")
     assert minimum > 13  # the case really is too small
@@ -276,7 +277,7 @@ def test_genuine_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
 
     def broken_setup(self, stage=None):
         original(self, stage)
-        self.sizes = []
+        self.images.sizes = []
 
     monkeypatch.setattr(PairDataModule, "setup", broken_setup)
     with pytest.raises(ValueError, match="empty"):
@@ -301,7 +302,7 @@ CONFIG_ERRORS = {
     "negative learning rate": (["--model.optimizer", "torch.optim.Adam", "--model.optimizer.init_args.lr", "-1"],
                                ["model.optimizer", "learning rate"]),
     "negative save period": (["--image_logger.every_n_steps", "-1"], ["image_logger.every_n_steps", ">= 0"]),
-    "style_weights length": (["--data.style_weights", "[0.5, 0.5]"], ["data.style_weights", "2 value", "1 style"]),
+    "style_blend length": (["--data.style_blend", "[0.5, 0.5]"], ["data.style_blend", "2 value", "1 style"]),
     "value starting with -": (["--data.content", "-photo.jpg"], ["--data.content", "--data.content=-photo.jpg"]),
 }
 
@@ -518,7 +519,7 @@ def test_hostile_file_names_on_the_command_line(name, tmp_path, monkeypatch):
     args[i:i + 2] = [f"--data.content={name}"]
     cli = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False, args=args)
     assert [p.content for p in cli.datamodule.pairs] == [Path(name)]
-    assert cli.datamodule.names == [f"{HOSTILE[name]}__paint"]
+    assert [p.name for p in cli.datamodule.pairs] == [f"{HOSTILE[name]}__paint"]
 
 
 def test_duplicate_contents_get_distinct_stable_pair_names(tmp_path, capsys):
@@ -537,7 +538,7 @@ def test_duplicate_contents_get_distinct_stable_pair_names(tmp_path, capsys):
     # Stable: the same list gives the same names, in the same order, every time.
     again = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False,
                    args=fit_args(tmp_path, contents, style, 1)[1:])
-    assert again.datamodule.names == expected
+    assert [p.name for p in again.datamodule.pairs] == expected
 
 
 # ----------------------------------------------------------------------- subprocess results (started at import)

@@ -55,7 +55,7 @@ class DtypeSpy(pl.Callback):
         self.loss: set[torch.dtype] = set()
         self.image: set[torch.dtype] = set()
         self.grad: set[torch.dtype] = set()
-        for stage in model.extractor.stages:
+        for stage in model.objective.extractor.stages:
             if isinstance(stage, torch.nn.Conv2d):
                 stage.register_forward_hook(lambda m, i, o: self.features.add(o.dtype))
         orig = losses.gram
@@ -82,15 +82,15 @@ def test_mixed_precision_gradient_points_the_same_way_as_fp32(pair_dirs):
     model = StyleTransfer(VGG16(weights=None), **SHALLOW)
     data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
     data.setup()
-    model.content_images, model.style_images, model.style_mix = data.content, data.styles, data.style_weight_matrix
-    model.sizes, model.pair_names = data.sizes, data.names
-    model.image = torch.nn.Parameter((data.content + 0.05 * torch.randn_like(data.content)).clamp(0, 1))
+    model.objective.bind(data.images)
+    content = data.images.content
+    model.image = torch.nn.Parameter((content + 0.05 * torch.randn_like(content)).clamp(0, 1))
     grads, totals = {}, {}
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        model._targets.clear()
+        model.objective._targets.clear()
         model.image.grad = None
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            total = model.compute_losses(torch.tensor([0]))["total"].sum()
+            total = model.objective(model.image, torch.tensor([0]), step=0)["total"].sum()
         total.backward()
         grads[dtype], totals[dtype] = model.image.grad.clone(), total.item()
     for dtype in (torch.bfloat16, torch.float16):
@@ -103,7 +103,7 @@ def test_mixed_precision_gives_the_same_picture_with_half_features_and_fp32_loss
     """bf16-mixed and the real fp16 path (autocast fp16 + gradient scaler) against 32-true, k Adam steps each."""
     steps = 5
     ref, data, _ = fit(tmp_path / "fp32", *pair_dirs, max_steps=steps)
-    start, moved = data.content, (ref.image.detach() - data.content).abs().mean()
+    start, moved = data.images.content, (ref.image.detach() - data.images.content).abs().mean()
     assert moved > 0.02  # the picture did change (Adam moves a pixel by at most lr = 0.007 per step)
     for precision, low in (("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16)):
         torch.manual_seed(0)
@@ -162,14 +162,14 @@ def test_each_pair_in_a_batch_equals_its_single_pair_run(tmp_path):
     first_alone, first_many = ImageAt(1), ImageAt(1)
     alone, *_ = fit(tmp_path / "alone", c / "a.png", s / "s1.png", max_steps=steps, callbacks=[first_alone])
     many, data, _ = fit(tmp_path / "many", c, s, max_steps=steps, callbacks=[first_many])
-    assert data.names == ["a__s1", "a__s2", "b__s1", "b__s2"]
+    assert data.images.names == ["a__s1", "a__s2", "b__s1", "b__s2"]
     assert many.image.shape == (4, 3, 40, 48) and alone.image.shape == (1, 3, 40, 48)
     # After one step: the same to float precision (the gradients agree to ~1e-7 relative).
     torch.testing.assert_close(first_many.image[0], first_alone.image[0], atol=1e-6, rtol=0)
     # After k steps: Adam divides by sqrt(v) + 1e-8, which turns the ~1e-8 float noise of a near-zero gradient into a
     # step of up to lr: a handful of pixels drift by ~1e-4 (measured: mean 4e-6, max 6e-4), the picture does not.
     a_alone, a_many = alone.output_images()[0], many.output_images()[0]
-    moved = (a_alone - data.content[0]).abs().mean()
+    moved = (a_alone - data.images.content[0]).abs().mean()
     assert moved > 0.01  # the picture did change (at most lr = 0.007 per step)
     diff = (a_many - a_alone).abs()
     assert diff.mean() < 1e-4 and diff.max() < 1e-2, (diff.mean(), diff.max())
@@ -177,8 +177,8 @@ def test_each_pair_in_a_batch_equals_its_single_pair_run(tmp_path):
     # scale invariance would otherwise hide).
     with torch.no_grad():
         many.image[0] = alone.image[0]
-        t_many = many.compute_losses(torch.arange(4))
-        t_alone = alone.compute_losses(torch.tensor([0]))
+        t_many = many.objective(many.image, torch.arange(4), many.global_step)
+        t_alone = alone.objective(alone.image, torch.tensor([0]), alone.global_step)
     for key in ("total", "content", "style", "style/relu1_1"):
         assert t_many[key][0].item() == pytest.approx(t_alone[key][0].item(), rel=1e-5), key
     # the same content with the other style went elsewhere: the comparisons above are not vacuous
@@ -259,7 +259,7 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
     assert torch.load(two / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == steps
     data = PairDataModule(content=str(content), style=str(style), image_size=40)
     data.setup()
-    assert (img_one - data.content).abs().mean() > 0.03  # the images moved
+    assert (img_one - data.images.content).abs().mean() > 0.03  # the images moved
     assert (img_one - img_two).abs().max() < 1e-5, (img_one - img_two).abs().max()
     # The logged losses are per-pair means over ALL pairs whatever the sharding (all-reduced, then / N).
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-5)
@@ -366,7 +366,7 @@ class StopAt(pl.Callback):
 
 def test_resume_across_a_coarse_to_fine_boundary_with_ema_is_exact(tmp_path, pair_dirs):
     """scales [32] for 4 steps then full size (48 px) up to 8: stop at 3 (coarse phase), resume, finish."""
-    model_kw = dict(scales=[32], scale_steps=[4], ema_decay=0.8, max_steps=8)
+    model_kw = dict(scales=[32], scale_steps=[4], ema_decay=0.8)
 
     def run(root, callbacks=(), ckpt_path=None):
         torch.manual_seed(0)
@@ -383,6 +383,6 @@ def test_resume_across_a_coarse_to_fine_boundary_with_ema_is_exact(tmp_path, pai
     resumed, resumed_model = run(tmp_path / "resumed", ckpt_path=_run_dir(tmp_path / "half") / "checkpoints" / "last.ckpt")
     assert full["global_step"] == 8
     _assert_same_state(full, resumed)
-    assert set(full_model._targets) == set(resumed_model._targets) == {(27, 32), (40, 48)}  # both phases ran
+    assert set(full_model.objective._targets) == set(resumed_model.objective._targets) == {(27, 32), (40, 48)}  # both phases ran
     for a, b in zip(full_model.output_images(), resumed_model.output_images()):
         assert torch.equal(a, b)

@@ -1,13 +1,14 @@
 """Frozen CNN feature extractors with human layer names.
 
 A `FeatureExtractor` is a torchvision network cut into an ordered list of named stages (`conv1_1`, `relu1_1`,
-`pool1`, …). `set_layers` chooses the taps; `forward` normalises an RGB image in [0, 1], runs the stages in
-order, collects the taps and stops after the deepest one. Subclasses (vgg.py, alexnet.py, resnet.py) only say
+`pool1`, …). `extractor(x, layers)` normalises an RGB image in [0, 1], runs the stages in order, collects the
+requested taps and stops after the deepest one. Subclasses (vgg.py, alexnet.py, resnet.py) only say
 how to build the torchvision trunk and how to name its stages.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pickle
@@ -64,26 +65,6 @@ def swag(features: Tensor, temperature: float = 1.0) -> Tensor:
     return (torch.softmax(z, dim=1) * n).view(features.shape)
 
 
-def _out_side(module: nn.Module, side: int) -> int:
-    """Spatial side of `module`'s output for a `side`-pixel input; < 1 means the input is too small."""
-    if side < 1:
-        return side
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
-        k, s, p, d = (_first(getattr(module, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
-        span = side + 2 * p - d * (k - 1) - 1
-        if span < 0:  # kernel larger than the (padded) input: torch refuses it
-            return 0
-        return (-(-span // s) if getattr(module, "ceil_mode", False) else span // s) + 1
-    for name, child in module.named_children():
-        if name != "downsample":  # ResNet shortcut: it yields the same size as the main path it joins
-            side = _out_side(child, side)
-    return side
-
-
-def _first(v: int | tuple[int, ...]) -> int:
-    return v[0] if isinstance(v, tuple) else v
-
-
 class FeatureExtractor(nn.Module):
     """Base class: a frozen torchvision CNN that returns named intermediate feature maps.
 
@@ -137,9 +118,7 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(std_).view(1, 3, 1, 1), persistent=False)
         self.smoothing = self._resolve_smoothing(smoothing)
 
-        self._layers: list[str] | None = None
-        self._last_stage = len(self.stages) - 1
-        self._min_side = 1
+        self._min_sides: dict[int, int] = {}  # deepest stage -> smallest input side, computed on first use
         self.requires_grad_(False)
         self.eval()
 
@@ -166,66 +145,46 @@ class FeatureExtractor(nn.Module):
         """Every tap name, ordered by depth."""
         return list(self._valid)
 
-    @property
-    def layers(self) -> list[str] | None:
-        """The taps `forward` returns (depth order), or None before `set_layers`."""
-        return None if self._layers is None else list(self._layers)
-
     def layer_index(self, name: str) -> int:
         """Depth rank of a tap name (position in `valid_layers`), for sorting."""
         self._check_names([name])
         return self._valid.index(name)
 
-    def set_layers(self, layers: Iterable[str]) -> None:
-        """Choose the taps `forward` returns.
+    def min_input_size(self, layers: Iterable[str] | None = None) -> int:
+        """Smallest side (pixels) for which every stage up to the deepest of `layers` (default: every stage) has an
+        output of at least 1x1. Applies to height and width separately."""
+        last = len(self.stages) - 1 if layers is None else self._last_stage(self._sorted(layers))
+        if last not in self._min_sides:
+            self._min_sides[last] = self._min_side_for(last)
+        return self._min_sides[last]
 
-        Args:
-            layers: Tap names from `valid_layers`; duplicates are ignored.
-
-        Raises:
-            ValueError: If `layers` is empty or names an unknown tap.
-        """
-        names = [layers] if isinstance(layers, str) else list(layers)
-        if not names:
-            raise ConfigError(f"{self._name}: set_layers needs at least one layer; valid layers: {self._valid_str}")
-        self._check_names(names)
-        self._layers = sorted(set(names), key=self._valid.index)
-        self._last_stage = max(self._tap_stage[n] for n in self._layers)
-        self._min_side = self._min_side_for(self._last_stage)
-
-    def min_input_size(self) -> int:
-        """Smallest square side (pixels) for which every stage up to the deepest requested tap has at least a
-        1x1 output (the whole network before `set_layers`). Applies to height and width separately."""
-        return self._min_side if self._layers is not None else self._min_side_for(len(self.stages) - 1)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Features of `x` at the requested taps.
+    def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
+        """Features of `x` at the taps `layers`.
 
         Args:
             x: RGB images in [0, 1], ``[N, 3, H, W]``. Gradients flow back to `x`.
+            layers: Tap names from `valid_layers`, in any order; duplicates are ignored.
 
         Returns:
             {tap name: feature map ``[N, C, h, w]``} in depth order; smoothed taps are float32.
         """
-        if self._layers is None:
-            raise RuntimeError(
-                f"{self._name}: call set_layers([...]) before forward; valid layers: {self._valid_str}"
-            )
+        names = self._sorted(layers)
+        last = self._last_stage(names)
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self._name}: expected RGB images [N, 3, H, W], got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self._min_side:
+        if min(x.shape[-2:]) < self.min_input_size(names):
             raise ValueError(
-                f"{self._name}: input {x.shape[-2]}x{x.shape[-1]} is too small for layer {self._layers[-1]!r}; "
-                f"height and width must be at least {self._min_side} px"
+                f"{self._name}: input {x.shape[-2]}x{x.shape[-1]} is too small for layer {names[-1]!r}; "
+                f"height and width must be at least {self.min_input_size(names)} px"
             )
         wanted: dict[int, list[str]] = {}
-        for name in self._layers:
+        for name in names:
             wanted.setdefault(self._tap_stage[name], []).append(name)
 
         x = (x - self.mean) / self.std
         feats: dict[str, Tensor] = {}
         # Run only up to the deepest requested stage: everything after it is wasted work on the hot path.
-        for i, stage in enumerate(self.stages[: self._last_stage + 1]):
+        for i, stage in enumerate(self.stages[: last + 1]):
             x = stage(x)
             for name in wanted.get(i, ()):
                 feats[name] = x
@@ -241,10 +200,7 @@ class FeatureExtractor(nn.Module):
     def __repr__(self) -> str:
         # Short on purpose: printing 40 stages helps no one; the layer list is what a user needs to see.
         smoothing = self.smoothing if self.smoothing else None
-        return (
-            f"{self._name}(weights={self.weights!r}, normalization={self.normalization!r}, "
-            f"layers={self._layers}, smoothing={smoothing})"
-        )
+        return f"{self._name}(weights={self.weights!r}, normalization={self.normalization!r}, smoothing={smoothing})"
 
     # ---------------------------------------------------------------------------------------- helpers
     @property
@@ -264,17 +220,48 @@ class FeatureExtractor(nn.Module):
                 f"valid layers: {self._valid_str}"
             )
 
+    def _sorted(self, layers: Iterable[str]) -> list[str]:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        if not names:
+            raise ConfigError(f"{self._name}: give at least one layer; valid layers: {self._valid_str}")
+        self._check_names(names)
+        return sorted(set(names), key=self._valid.index)
+
+    def _last_stage(self, sorted_names: list[str]) -> int:
+        return self._tap_stage[sorted_names[-1]]
+
     def _min_side_for(self, last_stage: int) -> int:
-        # Monotone in the input side, so the first side that survives every stage is the answer.
-        for side in range(1, 1 << 14):
-            s = side
-            for stage in self.stages[: last_stage + 1]:
-                s = _out_side(stage, s)
-                if s < 1:
-                    break
-            else:
-                return side
-        raise RuntimeError(f"{self._name}: no input size up to 16384 px reaches stage {last_stage}")
+        # Shapes come from the network itself, run on meta tensors (no arithmetic), so every kind of layer counts.
+        # The copy swaps every weight for a meta tensor, so it costs no memory.
+        stages = self.stages[: last_stage + 1]
+        tensors = [*stages.parameters(), *stages.buffers()]
+        memo = {id(t): torch.empty_like(t, device="meta") for t in tensors}
+        stages = copy.deepcopy(stages, memo)
+        for m in stages.modules():  # hooks that users put on the real network must not see these runs
+            m._forward_hooks.clear()
+            m._forward_pre_hooks.clear()
+
+        def fits(side: int) -> bool:
+            x = torch.empty(1, 3, side, side, device="meta")
+            try:
+                for stage in stages:
+                    x = stage(x)
+                    if min(x.shape[-2:]) < 1:
+                        return False
+            except RuntimeError:  # torch refuses a kernel larger than its (padded) input
+                return False
+            return True
+
+        high = 1
+        while not fits(high):  # doubling, then bisection: few runs whatever the answer
+            if high >= 1 << 14:
+                raise RuntimeError(f"{self._name}: no input size up to {high} px reaches stage {last_stage}")
+            high *= 2
+        low = high // 2 + 1 if high > 1 else 1
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits(mid) else (mid + 1, high)
+        return low
 
     def _resolve_normalization(
         self,
