@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from nst_pl import losses
 from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
-from nst_pl.images import load_image, match_color, resize_long_side, transfer_luminance
+from nst_pl.color import match_color, transfer_luminance
+from nst_pl.image_io import load_image, resize_long_side
 
 DEFAULT_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 

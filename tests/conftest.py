@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,16 @@ def offline_vgg16() -> Path:
     if not OFFLINE_VGG16.exists():
         pytest.skip("offline VGG16 weights (../shared/weights/vgg16_caffe_hed.pth) not present")
     return OFFLINE_VGG16
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims an enormous size (a classic decompression bomb probe)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def tiny_trainer(tmp_path: Path, max_steps: int = 3, callbacks=(), **kw):

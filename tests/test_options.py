@@ -110,7 +110,7 @@ def test_preserve_color_histogram_matches_content_statistics(tmp_path, pair_dirs
 
 
 def test_preserve_color_luminance_keeps_content_chroma(tmp_path, pair_dirs):
-    from nst_pl.images import rgb_to_yiq
+    from nst_pl.color import rgb_to_yiq
 
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=8, model_kw={"preserve_color": "luminance", "ema_decay": None})
     out = rgb_to_yiq(model.output_images()[0])

@@ -26,18 +26,17 @@ import torchvision
 import yaml
 from PIL import Image
 
-from conftest import make_image
-from nst_pl import images as images_mod
+from conftest import make_image, png_header_claiming
+from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
-from nst_pl.errors import OutputError
+from nst_pl.errors import ImageError, OutputError
 from nst_pl.cli import NSTCLI, _is_user_error, main
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer, _layer_weights, averaged_image
-from test_images import png_header_claiming
 
 REPO = Path(__file__).resolve().parents[1]
-ORIGINAL_WRITE_ALL = images_mod._write_all
+ORIGINAL_WRITE_ALL = image_io._write_all
 PNG_MAGIC = b"\x89PNG"
 CKPT_MAGIC = b"PK"  # torch.save writes a zip archive
 
@@ -121,8 +120,8 @@ def no_stray_files(root: Path) -> None:
 # rename has not happened. This is the worst moment for a non-atomic writer.
 KILL_DURING_CHECKPOINT = r"""
 import os, signal, sys
-import nst_pl.images as images
-original, count = images._write_all, [0]
+import nst_pl.image_io as image_io
+original, count = image_io._write_all, [0]
 def write_all(fd, data):
     if bytes(data[:2]) == b"PK":  # a checkpoint (torch.save's zip), not a PNG
         count[0] += 1
@@ -130,7 +129,7 @@ def write_all(fd, data):
             original(fd, data[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
     original(fd, data)
-images._write_all = write_all
+image_io._write_all = write_all
 from nst_pl.cli import main
 args, sys.argv = sys.argv[1:], sys.argv[:1]
 main(args)
@@ -265,7 +264,7 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
 def test_debug_env_shows_the_full_traceback(tmp_path, capsys, monkeypatch):
     _, style = inputs(tmp_path)
     monkeypatch.setenv("NST_PL_DEBUG", "1")
-    with pytest.raises(images_mod.ImageError, match="content image not found"):
+    with pytest.raises(ImageError, match="content image not found"):
         main(fit_args(tmp_path, tmp_path / "missing.jpg", style))
 
 
@@ -418,7 +417,7 @@ def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, ca
 # ---------------------------------------------------------------------------------------------- 5. faults
 def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None = None) -> list[int]:
     """Make the n-th atomic write of files starting with `magic` fail with ENOSPC, for fail_from <= n <= fail_to."""
-    original, seen = images_mod._write_all, []
+    original, seen = image_io._write_all, []
 
     def write_all(fd, data):
         if bytes(data[: len(magic)]) == magic:
@@ -428,7 +427,7 @@ def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None 
                 raise OSError(errno.ENOSPC, "No space left on device")
         original(fd, data)
 
-    monkeypatch.setattr(images_mod, "_write_all", write_all)
+    monkeypatch.setattr(image_io, "_write_all", write_all)
     return seen
 
 
@@ -453,7 +452,7 @@ def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(
     ckpt = first / "checkpoints" / "last.ckpt"
     assert load_ckpt(ckpt)["global_step"] == 3  # the result is in the checkpoint written on the way out
     no_stray_files(tmp_path)
-    monkeypatch.setattr(images_mod, "_write_all", ORIGINAL_WRITE_ALL)  # space was freed
+    monkeypatch.setattr(image_io, "_write_all", ORIGINAL_WRITE_ALL)  # space was freed
     code, err = run(fit_args(tmp_path, content, style, 3, 32, "--ckpt_path", str(ckpt)), capsys)
     assert code == 0, err
     assert png_steps(run_dir(tmp_path, 1) / "images" / "photo__paint") == [3]
