@@ -6,13 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_image, tiny_trainer
+from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
-from test_module import SHALLOW, LossRecorder, fit
 
 
 def lbfgs(params):

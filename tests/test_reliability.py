@@ -26,7 +26,7 @@ import torchvision
 import yaml
 from PIL import Image
 
-from conftest import make_image, png_header_claiming
+from conftest import REPO, SHALLOW_CLI, make_image, png_header_claiming
 from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.errors import ImageError, OutputError
@@ -35,7 +35,7 @@ from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer, _layer_weights, averaged_image
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 ORIGINAL_WRITE_ALL = image_io._write_all
 PNG_MAGIC = b"\x89PNG"
 CKPT_MAGIC = b"PK"  # torch.save writes a zip archive
@@ -48,16 +48,12 @@ def inputs(root: Path) -> tuple[Path, Path]:
     return content, style
 
 
-# Shallow layers keep a step cheap on a shared CPU; the behaviour under test does not depend on the depth.
-SHALLOW = ("--model.content_layers", "[relu2_1]", "--model.style_layers", "[relu1_1, relu2_1]")
-
-
 def fit_args(root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True
              ) -> list[str]:
     return [
         "fit",
         "--model.extractor", "nst_pl.extractors.VGG19", "--model.extractor.init_args.weights", "null",
-        *(SHALLOW if shallow else ()),
+        *(SHALLOW_CLI if shallow else ()),
         "--data.content", str(content), "--data.style", str(style), "--data.image_size", str(size),
         "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root / "out"),
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
@@ -169,15 +165,6 @@ class Background:
     def result(self) -> tuple[int, str]:
         self.thread.join()
         return self.proc.returncode, self.err
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The CPUs are shared: two intra-op threads that wait on each other under load are slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", autouse=True)
