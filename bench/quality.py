@@ -37,7 +37,7 @@ from nst_pl import losses  # noqa: E402
 from nst_pl.cli import TRAINER_DEFAULTS  # noqa: E402
 from nst_pl.data import PairDataModule  # noqa: E402
 from nst_pl.extractors import VGG16  # noqa: E402
-from nst_pl.images import load_image, to_pil  # noqa: E402
+from nst_pl.image_io import load_image, to_pil  # noqa: E402
 from nst_pl.module import StyleTransfer  # noqa: E402
 
 

@@ -11,8 +11,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from nst_pl.errors import ConfigError, OutputError
-from nst_pl.images import ImageError, save_image
+from nst_pl.errors import ConfigError, ImageError, OutputError
+from nst_pl.image_io import save_image
 
 
 class ImageLogger(pl.Callback):

@@ -5,7 +5,7 @@ temporary file is created by `tempfile.mkstemp()` in the *system* temp folder an
 destination. When that folder is on another file system than the run (a tmpfs /tmp, a scratch disk), the move is a
 plain copy into `last.ckpt`: a run killed during the copy leaves a truncated `last.ckpt` over the good one, and nothing
 is fsync'ed, so a power cut can leave an empty file. Here the bytes go to a hidden temporary file next to the
-destination, are fsync'ed, and are renamed over it (`nst_pl.images.atomic_write_bytes`), so `last.ckpt` is always
+destination, are fsync'ed, and are renamed over it (`nst_pl.image_io.atomic_write_bytes`), so `last.ckpt` is always
 either the previous complete checkpoint or the new complete one.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
 
 from nst_pl.errors import OutputError
-from nst_pl.images import atomic_write_bytes
+from nst_pl.image_io import atomic_write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -42,7 +42,7 @@ import torch
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_pl.images import load_image
+from nst_pl.image_io import load_image
 
 # Sheet layout (pixels). Public so that tests and callers can predict the sheet's size.
 LABEL_WIDTH = 240
@@ -527,7 +527,7 @@ def _fill_failed_rows(results: list[Result], args: argparse.Namespace) -> None:
         elif args.content and args.style:
             try:
                 size = args.image_size or 256
-                from nst_pl.images import find_images
+                from nst_pl.image_io import find_images
 
                 r.content = load_image(find_images(args.content, what="content")[0], long_side=size)
                 r.style = load_image(find_images(args.style, what="style")[0], long_side=size)

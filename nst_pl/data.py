@@ -2,13 +2,15 @@
 
 There is no dataset to iterate in style transfer: the N pairs are fixed and every optimisation step touches all of
 them. The "data loader" therefore yields, forever, the indices of the pairs that this rank owns; the module looks the
-images up by index. Sharding is done here rather than by Lightning's DistributedSampler, which would reshuffle and pad:
-rank r owns pairs r, r + W, r + 2W, … (W = world size).
+images up by index. Sharding is done here rather than by Lightning's DistributedSampler, which would reshuffle and pad
+(padding repeats pairs, so two ranks would optimise the same pair): rank r owns pairs r, r + W, r + 2W, … (W = world
+size). Each pair also gets its file-system-safe output name here (`pair_names`).
 """
 from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence, Union
@@ -19,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from nst_pl.errors import ConfigError
-from nst_pl.images import find_images, load_image, pad_to, pair_names
+from nst_pl.image_io import find_images, load_image, pad_to
 
 PathSpec = Union[str, Sequence[str]]
 
@@ -43,6 +45,73 @@ class PairImages:
     blend: Tensor  # [N, K]: each pair's style weights, summing to 1
     names: list[str]
     sizes: list[tuple[int, int]]  # each photo's real (h, w) inside the canvas
+
+
+# Names are cut to this many UTF-8 bytes so that "<name>-NN" stays far below the usual 255-byte limit.
+_MAX_NAME_BYTES = 150
+
+
+def _sanitise(stem: str) -> str:
+    """A file-system-safe version of a file stem: unicode letters, digits, '-', '_', '.', '+' survive."""
+    # NFC first, so that an accent typed as a combining mark joins its letter instead of becoming "_".
+    stem = unicodedata.normalize("NFC", stem)
+    chars = [
+        c if c in "-_.+" or unicodedata.category(c)[0] in "LMN" else "_"  # Letters, marks (of scripts), numbers.
+        for c in stem
+    ]
+    cleaned = "".join(chars)
+    # Runs of "_" collapse and edge "_" go, so that "__" only ever appears as the content/style separator.
+    while "__" in cleaned:
+        cleaned = cleaned.replace("__", "_")
+    return cleaned.strip("_") or "image"
+
+
+def _truncate_utf8(name: str, limit: int) -> str:
+    encoded = name.encode("utf-8")
+    if len(encoded) <= limit:
+        return name
+    return encoded[:limit].decode("utf-8", errors="ignore")  # Never cut a character in half.
+
+
+def pair_names(contents: Sequence[Path], styles: Sequence[Sequence[Path]]) -> list[str]:
+    """One file-system-safe, unique and stable name per (content, styles) pair.
+
+    The name is ``"<content-stem>__<style-stem>"``, several styles joined with ``"+"``. Characters other than
+    unicode letters and digits, ``-``, ``_``, ``.`` and ``+`` (spaces, shell metacharacters, ``/``) become ``_``.
+    Duplicates get ``-2``, ``-3``, ... in order of appearance, so the same input list always gives the same
+    names; uniqueness is checked case-insensitively, because macOS and Windows file systems are.
+
+    Args:
+        contents: The content image of each pair.
+        styles: The style images of each pair (one sequence per pair).
+
+    Returns:
+        The names, one per pair.
+    """
+    if len(contents) != len(styles):
+        raise ValueError(f"{len(contents)} content images but {len(styles)} style lists: one list per pair")
+    bases = []
+    for content, pair_styles in zip(contents, styles):
+        style_part = "+".join(_sanitise(Path(s).stem) for s in pair_styles) or "nostyle"
+        name = f"{_sanitise(Path(content).stem)}__{style_part}"
+        # No leading "." (hidden folder) or "-" (read as an option by shell tools).
+        name = _truncate_utf8(name.lstrip(".-") or "image", _MAX_NAME_BYTES)
+        bases.append(name)
+
+    # A later original name must not be taken by an earlier duplicate's suffix ("a", "a", "a-2").
+    reserved = {b.casefold() for b in bases}
+    used: set[str] = set()
+    names = []
+    for base in bases:
+        name = base
+        if name.casefold() in used:
+            k = 2
+            while f"{base}-{k}".casefold() in used or f"{base}-{k}".casefold() in reserved:
+                k += 1
+            name = f"{base}-{k}"
+        used.add(name.casefold())
+        names.append(name)
+    return names
 
 
 def make_pairs(

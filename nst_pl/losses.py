@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from nst_pl.linalg import sym_matrix_power
 
 def _fp32(x: Tensor) -> Tensor:
     return x.float()
@@ -83,12 +84,6 @@ def mean_std_loss(features: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
         return (mu - target[0]).pow(2).mean(1) + (sd - target[1]).pow(2).mean(1)
 
 
-def _sym_sqrt(mat: Tensor, eps: float = 1e-8) -> Tensor:
-    """Square root of symmetric PSD matrices [..., C, C] via eigendecomposition (eigenvalues clamped at eps)."""
-    vals, vecs = torch.linalg.eigh(mat)
-    return vecs @ torch.diag_embed(vals.clamp_min(eps).sqrt()) @ vecs.transpose(-1, -2)
-
-
 def gaussian_fit(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     """Mean [N, C] and covariance [N, C, C] of the features, in float32."""
     with fp32_region():
@@ -104,7 +99,7 @@ def wasserstein_target(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Precompute (mean, covariance, sqrt(covariance)) of the style features for `wasserstein_loss`."""
     mu, cov = gaussian_fit(features)
     with fp32_region():
-        return mu, cov, _sym_sqrt(cov.double()).float()
+        return mu, cov, sym_matrix_power(cov.double(), 0.5, floor=1e-8).float()
 
 
 def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -120,7 +115,7 @@ def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) ->
     with fp32_region():
         c = cov.shape[-1]
         mean_term = (mu - mu_t).pow(2).sum(1)
-        cross = _sym_sqrt(sqrt_t @ cov @ sqrt_t)
+        cross = sym_matrix_power(sqrt_t @ cov @ sqrt_t, 0.5, floor=1e-8)
         cov_term = (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + cov_t.diagonal(dim1=-2, dim2=-1).sum(-1)
                     - 2 * cross.diagonal(dim1=-2, dim2=-1).sum(-1))
         return (mean_term + cov_term.clamp_min(0)) / c

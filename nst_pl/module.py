@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
-from nst_pl.images import load_image, match_color, transfer_luminance
+from nst_pl.color import match_color, transfer_luminance
+from nst_pl.image_io import load_image
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, Objective
 
 

@@ -29,7 +29,7 @@ from nst_pl import losses
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import FeatureExtractor
-from nst_pl.images import resize_long_side
+from nst_pl.image_io import resize_long_side
 
 DEFAULT_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 

@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny images, the offline weights (optional), and a small Trainer factory."""
+"""Shared test helpers, defined once: tiny images, the offline weights (optional), shallow layers, a small Trainer
+and fit, one-thread mode, and a fake PNG. Test modules import them (`from conftest import ...`), never each other."""
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +13,20 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-# The offline VGG16 (Caffe convention) lies in ../shared/weights beside the checkout; tests that need it skip
-# when it is absent. The product itself never looks there.
-OFFLINE_VGG16 = REPO.parent / "shared" / "weights" / "vgg16_caffe_hed.pth"
+# Optional test material (the offline VGG16 in Caffe convention, a few photos) lies in ../shared beside the
+# checkout; tests that need it skip when it is absent. The product itself never looks there.
+SHARED = REPO.parent / "shared"
+OFFLINE_VGG16 = SHARED / "weights" / "vgg16_caffe_hed.pth"
 
 os.environ.setdefault("PL_DISABLE_FORK", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+import pytorch_lightning as pl  # noqa: E402  (after PL_DISABLE_FORK is set)
+
+# Shallow layers keep a step cheap on a shared CPU; the behaviour under test does not depend on the depth.
+SHALLOW = dict(content_layers=["relu2_1"], style_layers=["relu1_1", "relu2_1"])
+# The same layers as command-line arguments: ("--model.content_layers", "[relu2_1]", ...).
+SHALLOW_CLI = tuple(arg for key, layers in SHALLOW.items() for arg in (f"--model.{key}", f"[{', '.join(layers)}]"))
 
 
 def make_image(path: Path, size=(48, 40), seed: int = 0, kind: str = "smooth") -> Path:
@@ -54,9 +65,28 @@ def offline_vgg16() -> Path:
     return OFFLINE_VGG16
 
 
-def tiny_trainer(tmp_path: Path, max_steps: int = 3, callbacks=(), **kw):
-    import pytorch_lightning as pl
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny inputs gain nothing from intra-op threads, and when other jobs load the two cores, OpenMP threads
+    that spin-wait for each other make a 32 px ResNet forward ~40x slower (measured: 0.03 s -> 1.2 s).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims an enormous size (a classic decompression bomb probe)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def tiny_trainer(tmp_path: Path, max_steps: int = 3, callbacks=(), **kw):
     from nst_pl.cli import TRAINER_DEFAULTS
 
     args = dict(TRAINER_DEFAULTS)
@@ -67,3 +97,27 @@ def tiny_trainer(tmp_path: Path, max_steps: int = 3, callbacks=(), **kw):
     )
     args.update(kw)
     return pl.Trainer(**args)
+
+
+class LossRecorder(pl.Callback):
+    """Keeps every step's logged metrics (`trainer.callback_metrics`) as floats."""
+
+    def __init__(self):
+        self.values: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), **trainer_kw):
+    """A seeded StyleTransfer on an untrained VGG16 with SHALLOW layers, fitted on 48 px images by `tiny_trainer`."""
+    from nst_pl.data import PairDataModule
+    from nst_pl.extractors import VGG16
+    from nst_pl.module import StyleTransfer
+
+    torch.manual_seed(0)
+    model = StyleTransfer(VGG16(weights=None), **{**SHALLOW, **(model_kw or {})})
+    data = PairDataModule(content=str(content), style=str(style), **{"image_size": 48, **(data_kw or {})})
+    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=callbacks, **trainer_kw)
+    trainer.fit(model, datamodule=data)
+    return model, data, trainer

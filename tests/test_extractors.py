@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from urllib.error import URLError
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from conftest import OFFLINE_VGG16, SHARED
 from nst_pl.extractors import (
     EXTRACTORS,
     VGG16,
@@ -27,8 +27,7 @@ from nst_pl.extractors import (
     get_extractor,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-OFFLINE_VGG16 = SHARED / "weights" / "vgg16_caffe_hed.pth"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # name -> input side, {layer: (channels, side)} at that input, a (pre-activation, ReLU) pair, a shallow tap.
 CASES: dict[str, dict] = {
@@ -62,16 +61,6 @@ CASES: dict[str, dict] = {
     ),
 }
 NAMES = list(CASES)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from intra-op threads, and when other jobs load the two cores, OpenMP threads
-    that spin-wait for each other make a 32 px ResNet forward ~40x slower (measured: 0.03 s -> 1.2 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 _BUILT: dict[str, FeatureExtractor] = {}

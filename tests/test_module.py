@@ -7,31 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_image, tiny_trainer
+from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 from nst_pl.callbacks import ImageLogger
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
-
-SHALLOW = dict(content_layers=["relu2_1"], style_layers=["relu1_1", "relu2_1"])
-
-
-class LossRecorder(__import__("pytorch_lightning").Callback):
-    def __init__(self):
-        self.values: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-
-def fit(tmp_path, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), trainer_kw=None):
-    torch.manual_seed(0)
-    model = StyleTransfer(VGG16(weights=None), **{**SHALLOW, **(model_kw or {})})
-    data = PairDataModule(content=str(content), style=str(style), **{"image_size": 48, **(data_kw or {})})
-    trainer = tiny_trainer(tmp_path, max_steps=max_steps, callbacks=callbacks, **(trainer_kw or {}))
-    trainer.fit(model, datamodule=data)
-    return model, data, trainer
-
 
 def test_image_is_the_only_trainable_parameter(tmp_path, pair_dirs):
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=1)

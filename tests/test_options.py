@@ -6,13 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_image, tiny_trainer
+from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
-from test_module import SHALLOW, LossRecorder, fit
 
 
 def lbfgs(params):
@@ -110,7 +109,7 @@ def test_preserve_color_histogram_matches_content_statistics(tmp_path, pair_dirs
 
 
 def test_preserve_color_luminance_keeps_content_chroma(tmp_path, pair_dirs):
-    from nst_pl.images import rgb_to_yiq
+    from nst_pl.color import rgb_to_yiq
 
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=8, model_kw={"preserve_color": "luminance", "ema_decay": None})
     out = rgb_to_yiq(model.output_images()[0])

@@ -26,19 +26,18 @@ import torchvision
 import yaml
 from PIL import Image
 
-from conftest import make_image
-from nst_pl import images as images_mod
+from conftest import REPO, SHALLOW_CLI, make_image, png_header_claiming
+from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
-from nst_pl.errors import OutputError
+from nst_pl.errors import ImageError, OutputError
 from nst_pl.cli import NSTCLI, _is_user_error, main
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.module import StyleTransfer, averaged_image
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, _layer_weights
-from test_images import png_header_claiming
 
-REPO = Path(__file__).resolve().parents[1]
-ORIGINAL_WRITE_ALL = images_mod._write_all
+pytestmark = pytest.mark.usefixtures("one_thread")
+ORIGINAL_WRITE_ALL = image_io._write_all
 PNG_MAGIC = b"\x89PNG"
 CKPT_MAGIC = b"PK"  # torch.save writes a zip archive
 
@@ -50,16 +49,12 @@ def inputs(root: Path) -> tuple[Path, Path]:
     return content, style
 
 
-# Shallow layers keep a step cheap on a shared CPU; the behaviour under test does not depend on the depth.
-SHALLOW = ("--model.content_layers", "[relu2_1]", "--model.style_layers", "[relu1_1, relu2_1]")
-
-
 def fit_args(root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True
              ) -> list[str]:
     return [
         "fit",
         "--model.extractor", "nst_pl.extractors.VGG19", "--model.extractor.init_args.weights", "null",
-        *(SHALLOW if shallow else ()),
+        *(SHALLOW_CLI if shallow else ()),
         "--data.content", str(content), "--data.style", str(style), "--data.image_size", str(size),
         "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root / "out"),
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
@@ -122,8 +117,8 @@ def no_stray_files(root: Path) -> None:
 # rename has not happened. This is the worst moment for a non-atomic writer.
 KILL_DURING_CHECKPOINT = r"""
 import os, signal, sys
-import nst_pl.images as images
-original, count = images._write_all, [0]
+import nst_pl.image_io as image_io
+original, count = image_io._write_all, [0]
 def write_all(fd, data):
     if bytes(data[:2]) == b"PK":  # a checkpoint (torch.save's zip), not a PNG
         count[0] += 1
@@ -131,7 +126,7 @@ def write_all(fd, data):
             original(fd, data[: len(data) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
     original(fd, data)
-images._write_all = write_all
+image_io._write_all = write_all
 from nst_pl.cli import main
 args, sys.argv = sys.argv[1:], sys.argv[:1]
 main(args)
@@ -171,15 +166,6 @@ class Background:
     def result(self) -> tuple[int, str]:
         self.thread.join()
         return self.proc.returncode, self.err
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The CPUs are shared: two intra-op threads that wait on each other under load are slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -266,7 +252,7 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
 def test_debug_env_shows_the_full_traceback(tmp_path, capsys, monkeypatch):
     _, style = inputs(tmp_path)
     monkeypatch.setenv("NST_PL_DEBUG", "1")
-    with pytest.raises(images_mod.ImageError, match="content image not found"):
+    with pytest.raises(ImageError, match="content image not found"):
         main(fit_args(tmp_path, tmp_path / "missing.jpg", style))
 
 
@@ -419,7 +405,7 @@ def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, ca
 # ---------------------------------------------------------------------------------------------- 5. faults
 def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None = None) -> list[int]:
     """Make the n-th atomic write of files starting with `magic` fail with ENOSPC, for fail_from <= n <= fail_to."""
-    original, seen = images_mod._write_all, []
+    original, seen = image_io._write_all, []
 
     def write_all(fd, data):
         if bytes(data[: len(magic)]) == magic:
@@ -429,7 +415,7 @@ def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None 
                 raise OSError(errno.ENOSPC, "No space left on device")
         original(fd, data)
 
-    monkeypatch.setattr(images_mod, "_write_all", write_all)
+    monkeypatch.setattr(image_io, "_write_all", write_all)
     return seen
 
 
@@ -454,7 +440,7 @@ def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(
     ckpt = first / "checkpoints" / "last.ckpt"
     assert load_ckpt(ckpt)["global_step"] == 3  # the result is in the checkpoint written on the way out
     no_stray_files(tmp_path)
-    monkeypatch.setattr(images_mod, "_write_all", ORIGINAL_WRITE_ALL)  # space was freed
+    monkeypatch.setattr(image_io, "_write_all", ORIGINAL_WRITE_ALL)  # space was freed
     code, err = run(fit_args(tmp_path, content, style, 3, 32, "--ckpt_path", str(ckpt)), capsys)
     assert code == 0, err
     assert png_steps(run_dir(tmp_path, 1) / "images" / "photo__paint") == [3]

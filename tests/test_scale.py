@@ -15,33 +15,22 @@ import torch
 from pytorch_lightning.plugins import MixedPrecision
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from conftest import REPO, make_image, tiny_trainer
+from conftest import REPO, SHALLOW, SHALLOW_CLI, fit, make_image, tiny_trainer
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger, LastCheckpoint
 from nst_pl.cli import main
 from nst_pl.data import PairDataModule
-from nst_pl.extractors import VGG16, VGG19
+from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
 
-SHALLOW = dict(content_layers=["relu2_1"], style_layers=["relu1_1", "relu2_1"])
-# Shallow layers, and no coarse-to-fine (the shipped configs' schedule is longer than these runs).
-SHALLOW_CLI = ["--model.content_layers", "[relu2_1]", "--model.style_layers", "[relu1_1, relu2_1]",
-               "--model.scales", "null", "--model.scale_steps", "null"]
+# No coarse-to-fine: the shipped configs' schedule is longer than these runs.
+NO_SCALES_CLI = ["--model.scales", "null", "--model.scale_steps", "null"]
 
 
 def fp16_plugin() -> MixedPrecision:
     # On CPU, Trainer(precision="16-mixed") silently becomes bf16-mixed; an explicit plugin keeps real fp16 autocast
     # and its gradient scaler (Lightning's accelerator connector only rewrites the precision *flag*).
     return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
-
-
-def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), **trainer_kw):
-    torch.manual_seed(0)
-    model = StyleTransfer(VGG16(weights=None), **{**SHALLOW, **(model_kw or {})})
-    data = PairDataModule(content=str(content), style=str(style), **{"image_size": 48, **(data_kw or {})})
-    trainer = tiny_trainer(root, max_steps=max_steps, callbacks=callbacks, **trainer_kw)
-    trainer.fit(model, datamodule=data)
-    return model, data, trainer
 
 
 # ------------------------------------------------------------------------------------------- mixed precision
@@ -199,7 +188,7 @@ def _three_pairs(tmp_path: Path) -> tuple[Path, Path]:
 
 def _ddp_args(root: Path, content: Path, style: Path, steps: int) -> list[str]:
     return [
-        "fit", "--config", str(REPO / "configs" / "ddp.yaml"), *SHALLOW_CLI,
+        "fit", "--config", str(REPO / "configs" / "ddp.yaml"), *SHALLOW_CLI, *NO_SCALES_CLI,
         "--model.extractor.init_args.weights", "null",
         "--data.content", str(content), "--data.style", str(style), "--data.image_size", "40",
         "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root),
@@ -315,7 +304,7 @@ def test_vgg19_checkpoint_holds_images_and_optimizer_state_not_weights(tmp_path)
 
 def _cli_resume_args(root, content, style, steps, *extra):
     return [
-        "fit", "--config", str(REPO / "configs" / "vgg19.yaml"), *SHALLOW_CLI,
+        "fit", "--config", str(REPO / "configs" / "vgg19.yaml"), *SHALLOW_CLI, *NO_SCALES_CLI,
         "--model.extractor.init_args.weights", "null",
         "--data.content", str(content), "--data.style", str(style), "--data.image_size", "40",
         "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu",

@@ -1,4 +1,4 @@
-"""Tests for nst_pl.images: every input trap we know of, atomic saving, colour utilities, naming."""
+"""Tests for nst_pl.image_io: every input trap we know of (formats, modes, sizes, names) and atomic saving."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import errno
 import os
 import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-from nst_pl.errors import OutputError
-from nst_pl import images
-from nst_pl.images import (
+from conftest import REPO, png_header_claiming
+from nst_pl import image_io
+from nst_pl.errors import ImageError, OutputError
+from nst_pl.image_io import (
     IMAGE_EXTENSIONS,
-    ImageError,
     atomic_write_bytes,
     find_images,
     load_image,
-    match_color,
     pad_to,
-    pair_names,
     resize_long_side,
-    rgb_to_yiq,
     save_image,
     to_pil,
-    transfer_luminance,
-    yiq_to_rgb,
 )
 
 
@@ -82,9 +76,8 @@ def test_find_images_folder_sorted_skips_non_images_with_warning(tmp_path):
 
 
 def test_find_images_sample_folders_load_without_warnings(recwarn):
-    repo = Path(__file__).resolve().parent.parent
     for folder, what in (("images", "content"), ("style", "style")):
-        for path in find_images(repo / folder, what=what):
+        for path in find_images(REPO / folder, what=what):
             img = load_image(path)
             assert img.shape[0] == 3 and max(img.shape[1:]) <= 512
     assert not [w for w in recwarn.list if issubclass(w.category, UserWarning)]
@@ -244,16 +237,6 @@ def giant_jpeg(width: int, height: int) -> bytes:
     )
 
 
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims an enormous size (a classic decompression bomb probe)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 def test_enormous_jpeg_downscaled_without_full_decode(tmp_path, monkeypatch):
     # 16000² = 256 MP: above PIL's own bomb limit (~179 MP, which would raise), below our default max_pixels.
     path = tmp_path / "huge.jpg"
@@ -344,7 +327,7 @@ def test_save_image_is_atomic_on_failure(tmp_path, monkeypatch):
         os.write(fd, data[: len(data) // 2])
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(images, "_write_all", fail_mid_write)
+    monkeypatch.setattr(image_io, "_write_all", fail_mid_write)
     with pytest.raises(OutputError, match="could not write"):
         save_image(torch.rand(3, 8, 8), path)
     assert path.read_bytes() == b"previous content"
@@ -358,7 +341,7 @@ def test_save_image_write_errors_are_clear(tmp_path, monkeypatch, code, words):
     def fail(fd, data):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(images, "_write_all", fail)
+    monkeypatch.setattr(image_io, "_write_all", fail)
     path = tmp_path / "out.png"
     with pytest.raises(OutputError) as info:
         save_image(torch.rand(3, 8, 8), path)
@@ -396,90 +379,3 @@ def test_awkward_file_names_round_trip(tmp_path, name):
     saved = save_image(img, tmp_path / "out" / name)
     assert saved.name == name
     assert torch.equal(load_image(saved), img)
-
-
-# ------------------------------------------------------------------------------------------------ naming
-
-
-def test_pair_names_sanitised_dedup_stable():
-    contents = [Path(p) for p in ("x/a.jpg", "y/a.png", "a;b $(x) & `y`.jpg", "Ünïcødé 画.png", "A.jpg")]
-    styles = [[Path("s/starry night.jpg")]] * 2 + [[Path("m.jpg"), Path("n/o.png")]] * 2 + [[Path("starry_night")]]
-    names = pair_names(contents, styles)
-    assert names == [
-        "a__starry_night",
-        "a__starry_night-2",
-        "a_b_x_y__m+o",
-        "Ünïcødé_画__m+o",
-        "A__starry_night-3",  # case-insensitive file systems would merge it with the first
-    ]
-    assert pair_names(contents, styles) == names  # stable
-    assert len({n.casefold() for n in names}) == len(names)
-    assert all("/" not in n and " " not in n and "$" not in n for n in names)
-
-
-def test_pair_names_suffix_never_steals_a_later_name():
-    names = pair_names([Path("a.jpg")] * 3, [[Path("s-2.jpg")], [Path("s.jpg")], [Path("s.jpg")]])
-    assert names == ["a__s-2", "a__s", "a__s-3"]
-    bases = pair_names([Path("a")] * 3 + [Path("b")], [[Path("s")]] * 3 + [[Path("s")]])
-    assert bases == ["a__s", "a__s-2", "a__s-3", "b__s"]
-    tricky = pair_names([Path("a"), Path("a"), Path("a")], [[Path("s")], [Path("s")], [Path("s-2")]])
-    assert tricky == ["a__s", "a__s-3", "a__s-2"]
-    with pytest.raises(ValueError):
-        pair_names([Path("a")], [])
-
-
-# ------------------------------------------------------------------------------------------------ colour
-
-
-def test_yiq_round_trip():
-    img = torch.rand(2, 3, 5, 7)
-    assert torch.allclose(yiq_to_rgb(rgb_to_yiq(img)), img, atol=1e-6)
-    grey = torch.full((3, 2, 2), 0.4)
-    yiq = rgb_to_yiq(grey)
-    assert torch.allclose(yiq[0], torch.full((2, 2), 0.4)) and yiq[1:].abs().max() < 1e-6
-
-
-def test_transfer_luminance_keeps_content_chroma_and_output_luma():
-    torch.manual_seed(0)
-    # Mid-range values, so that the recombined image stays inside [0, 1] and the clamp changes nothing.
-    output = 0.35 + 0.3 * torch.rand(2, 3, 16, 16)
-    content = 0.45 + 0.1 * torch.rand(2, 3, 16, 16)
-    result = transfer_luminance(output, content)
-    assert result.shape == output.shape
-    assert 0 <= result.min() and result.max() <= 1
-    assert torch.allclose(rgb_to_yiq(result)[:, 1:], rgb_to_yiq(content)[:, 1:], atol=1e-5)
-    assert torch.allclose(rgb_to_yiq(result)[:, 0], rgb_to_yiq(output)[:, 0], atol=1e-5)
-    assert transfer_luminance(output[0], content[0]).shape == (3, 16, 16)
-
-
-def coloured(seed: int, n: int, size: tuple[int, int]) -> torch.Tensor:
-    """Random images with correlated channels and a colour cast: a real 3x3 covariance to match."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(n, 3, *size, generator=g)
-    mixing = torch.rand(3, 3, generator=g) * 0.5 + torch.eye(3) * 0.5
-    mixed = torch.einsum("ij,njhw->nihw", mixing / mixing.sum(1, keepdim=True), base)
-    cast = torch.rand(n, 3, 1, 1, generator=g) * 0.3
-    return (0.15 + 0.7 * mixed * 0.8 + cast * 0.5).clamp(0, 1)
-
-
-@pytest.mark.parametrize("batched", [True, False])
-def test_match_color_matches_means_and_stds(batched):
-    output = coloured(1, 2, (32, 40))
-    reference = coloured(2, 2, (24, 20))  # different size from the output
-    if not batched:
-        output, reference = output[0], reference[0]
-    result = match_color(output, reference)
-    assert result.shape == output.shape and result.dtype == output.dtype
-    dims = (-2, -1)
-    assert torch.allclose(result.mean(dims), reference.mean(dims), atol=0.02)
-    assert torch.allclose(result.std(dims), reference.std(dims), atol=0.02)
-    assert not torch.allclose(output.mean(dims), reference.mean(dims), atol=0.02)  # the test has teeth
-
-
-def test_match_color_flat_and_broadcast_reference():
-    flat = torch.full((2, 3, 8, 8), 0.5)
-    reference = coloured(3, 1, (8, 8))
-    result = match_color(flat, reference)  # a flat image has a singular covariance: no NaN, just the mean
-    assert torch.isfinite(result).all()
-    assert torch.allclose(result.mean((-2, -1)), reference.mean((-2, -1)).expand(2, 3), atol=1e-3)
-    assert match_color(flat, reference[0]).shape == flat.shape

@@ -1,11 +1,12 @@
-"""Image I/O and colour utilities: load (any mode, EXIF, clear errors), resize, save (atomic), colour transfer.
+"""Image files in and out: finding inputs, decoding any image safely, resizing/padding, and atomic writes.
 
-Conventions used throughout the package:
+Everything that touches the file system for images lives here, so each input trap and each write failure is handled
+once. Conventions used throughout the package:
 
 * An image is a float32 tensor ``[3, H, W]`` (or a batch ``[N, 3, H, W]``) of RGB values in ``[0, 1]``.
-* Every problem a *user* can cause (a missing file, a corrupt JPEG, a full disk) raises :class:`ImageError`,
-  whose message names the file, says what is wrong and how to fix it. Programming errors (a tensor of the wrong
-  shape) raise plain ``ValueError``.
+* Every problem a *user* can cause with an input (a missing file, a corrupt JPEG) raises :class:`ImageError`,
+  whose message names the file, says what is wrong and how to fix it; a failed write (a full disk) raises
+  :class:`OutputError`. Programming errors (a tensor of the wrong shape) raise plain ``ValueError``.
 * Files are written atomically (temporary file in the same folder, ``fsync``, ``os.replace``): a killed run or
   a full disk never leaves a half-written PNG or checkpoint behind, and never destroys the previous version.
 """
@@ -19,9 +20,8 @@ import os
 import secrets
 import struct
 import threading
-import unicodedata
-import zlib
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -34,19 +34,13 @@ from nst_pl.errors import ImageError, OutputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "ImageError",
     "atomic_write_bytes",
     "find_images",
     "load_image",
-    "match_color",
     "pad_to",
-    "pair_names",
     "resize_long_side",
-    "rgb_to_yiq",
     "save_image",
     "to_pil",
-    "transfer_luminance",
-    "yiq_to_rgb",
 ]
 
 # Extensions that mark a file in a *folder* as an image (compared lowercase). A file named explicitly is
@@ -54,9 +48,6 @@ __all__ = [
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 PathLike = str | os.PathLike
-
-
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Finding input files
@@ -521,179 +512,3 @@ def _write_error_message(path: Path, exc: OSError) -> str:
         problem = exc.strerror or str(exc)
         fix = "check that the folder exists, is writable and has free space"
     return f"could not write '{path}': {problem}; {fix}. Any previous version of the file was left untouched."
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Colour utilities
-# --------------------------------------------------------------------------------------------------------------
-
-# FCC NTSC RGB -> YIQ, the space of Gatys et al. (2016), "Preserving Color in Neural Artistic Style Transfer".
-_RGB_TO_YIQ = torch.tensor(
-    [
-        [0.299, 0.587, 0.114],
-        [0.595716, -0.274453, -0.321263],
-        [0.211456, -0.522591, 0.311135],
-    ],
-    dtype=torch.float64,
-)
-# The exact inverse (not the rounded textbook one), so that yiq_to_rgb(rgb_to_yiq(x)) == x to float precision.
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-
-
-def _apply_color_matrix(img: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    if img.dim() < 3 or img.shape[-3] != 3:
-        raise ValueError(f"expected [..., 3, H, W], got shape {tuple(img.shape)}")
-    m = matrix.to(device=img.device, dtype=img.dtype if img.is_floating_point() else torch.float32)
-    return torch.einsum("ij,...jhw->...ihw", m, img)
-
-
-def rgb_to_yiq(img: torch.Tensor) -> torch.Tensor:
-    """RGB ``[..., 3, H, W]`` -> YIQ (Y luminance in [0, 1]; I, Q chrominance, signed)."""
-    return _apply_color_matrix(img, _RGB_TO_YIQ)
-
-
-def yiq_to_rgb(img: torch.Tensor) -> torch.Tensor:
-    """YIQ ``[..., 3, H, W]`` -> RGB (not clamped)."""
-    return _apply_color_matrix(img, _YIQ_TO_RGB)
-
-
-def transfer_luminance(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Keeps the content's colours: the output's luminance with the content's chrominance.
-
-    This is the luminance-only transfer of Gatys et al. (2016), "Preserving Color in Neural Artistic Style
-    Transfer", applied after the optimisation as neural-style's ``-original_colors`` does: Y from ``output``,
-    I and Q from ``content``.
-
-    Args:
-        output: The stylised image, ``[..., 3, H, W]``.
-        content: The content photo, same shape.
-
-    Returns:
-        The recoloured image, same shape, clamped to ``[0, 1]``.
-    """
-    if output.shape != content.shape:
-        raise ValueError(f"output {tuple(output.shape)} and content {tuple(content.shape)} must have the same shape")
-    y = rgb_to_yiq(output)[..., :1, :, :]  # [..., 1, H, W]
-    iq = rgb_to_yiq(content.to(output.dtype))[..., 1:, :, :]  # [..., 2, H, W]
-    return yiq_to_rgb(torch.cat([y, iq], dim=-3)).clamp(0.0, 1.0)
-
-
-def _sym_matrix_power(cov: torch.Tensor, power: float, eps: float) -> torch.Tensor:
-    """cov ** power for symmetric positive semi-definite [..., 3, 3], through the eigendecomposition."""
-    eigvals, eigvecs = torch.linalg.eigh(cov)
-    # eps keeps the inverse square root finite for flat or two-colour images (eigenvalues ~0).
-    scaled = (eigvals.clamp_min(0.0) + eps) ** power  # [..., 3]
-    return eigvecs @ torch.diag_embed(scaled) @ eigvecs.transpose(-1, -2)
-
-
-def match_color(output: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Linear colour transfer: gives ``output`` the per-channel mean and 3x3 colour covariance of ``reference``.
-
-    ``x' = A (x - mu_out) + mu_ref`` with ``A = Cov_ref^(1/2) Cov_out^(-1/2)``. Gatys et al. (2016) apply this to
-    the *style* image before the optimisation; here it is applied to the *output*, with the content photo as the
-    reference, to bring back the photo's colours after stylisation.
-
-    Of the matrices with ``A Cov_out A^T = Cov_ref``, we take the one built from *symmetric* square roots
-    (eigendecomposition), the "image analogies" variant of the paper, rather than the Cholesky one: it does not
-    depend on the order of the R, G, B channels and rotates colours the least. The statistics are computed in
-    float64, because covariances of [0, 1] pixels are small and their inverse square root amplifies rounding.
-
-    Args:
-        output: ``[N, 3, H, W]`` or ``[3, H, W]``.
-        reference: ``[N, 3, h, w]``, ``[1, 3, h, w]`` or ``[3, h, w]``; may differ from ``output`` in size.
-        eps: Added to the covariance eigenvalues, so flat images do not divide by zero.
-
-    Returns:
-        The recoloured output, shape and dtype of ``output``, clamped to ``[0, 1]``.
-    """
-    if output.dim() not in (3, 4) or output.shape[-3] != 3 or reference.dim() not in (3, 4) or reference.shape[-3] != 3:
-        raise ValueError(
-            f"expected [N, 3, H, W] or [3, H, W] images, got {tuple(output.shape)} and {tuple(reference.shape)}"
-        )
-    unbatched = output.dim() == 3
-    out = output.unsqueeze(0) if unbatched else output
-    ref = reference.unsqueeze(0) if reference.dim() == 3 else reference
-    if ref.shape[0] not in (1, out.shape[0]):
-        raise ValueError(f"reference batch {ref.shape[0]} must be 1 or match the output batch {out.shape[0]}")
-
-    x = out.flatten(2).double()  # [N, 3, H*W]
-    r = ref.flatten(2).double().to(x.device)  # [N or 1, 3, h*w]
-    mu_x, mu_r = x.mean(-1, keepdim=True), r.mean(-1, keepdim=True)  # [N, 3, 1]
-    xc, rc = x - mu_x, r - mu_r
-    cov_x = xc @ xc.transpose(-1, -2) / xc.shape[-1]  # [N, 3, 3]
-    cov_r = rc @ rc.transpose(-1, -2) / rc.shape[-1]
-    transform = _sym_matrix_power(cov_r, 0.5, 0.0) @ _sym_matrix_power(cov_x, -0.5, eps)  # [N, 3, 3]
-    result = (transform @ xc + mu_r).clamp(0.0, 1.0).reshape(out.shape).to(output.dtype)
-    return result[0] if unbatched else result
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Naming
-# --------------------------------------------------------------------------------------------------------------
-
-# Names are cut to this many UTF-8 bytes so that "<name>-NN" stays far below the usual 255-byte limit.
-_MAX_NAME_BYTES = 150
-
-
-def _sanitise(stem: str) -> str:
-    """A file-system-safe version of a file stem: unicode letters, digits, '-', '_', '.', '+' survive."""
-    # NFC first, so that an accent typed as a combining mark joins its letter instead of becoming "_".
-    stem = unicodedata.normalize("NFC", stem)
-    chars = [
-        c if c in "-_.+" or unicodedata.category(c)[0] in "LMN" else "_"  # Letters, marks (of scripts), numbers.
-        for c in stem
-    ]
-    cleaned = "".join(chars)
-    # Runs of "_" collapse and edge "_" go, so that "__" only ever appears as the content/style separator.
-    while "__" in cleaned:
-        cleaned = cleaned.replace("__", "_")
-    return cleaned.strip("_") or "image"
-
-
-def _truncate_utf8(name: str, limit: int) -> str:
-    encoded = name.encode("utf-8")
-    if len(encoded) <= limit:
-        return name
-    return encoded[:limit].decode("utf-8", errors="ignore")  # Never cut a character in half.
-
-
-def pair_names(contents: Sequence[Path], styles: Sequence[Sequence[Path]]) -> list[str]:
-    """One file-system-safe, unique and stable name per (content, styles) pair.
-
-    The name is ``"<content-stem>__<style-stem>"``, several styles joined with ``"+"``. Characters other than
-    unicode letters and digits, ``-``, ``_``, ``.`` and ``+`` (spaces, shell metacharacters, ``/``) become ``_``.
-    Duplicates get ``-2``, ``-3``, ... in order of appearance, so the same input list always gives the same
-    names; uniqueness is checked case-insensitively, because macOS and Windows file systems are.
-
-    Args:
-        contents: The content image of each pair.
-        styles: The style images of each pair (one sequence per pair).
-
-    Returns:
-        The names, one per pair.
-    """
-    if len(contents) != len(styles):
-        raise ValueError(f"{len(contents)} content images but {len(styles)} style lists: one list per pair")
-    bases = []
-    for content, pair_styles in zip(contents, styles):
-        style_part = "+".join(_sanitise(Path(s).stem) for s in pair_styles) or "nostyle"
-        name = f"{_sanitise(Path(content).stem)}__{style_part}"
-        # No leading "." (hidden folder) or "-" (read as an option by shell tools).
-        name = _truncate_utf8(name.lstrip(".-") or "image", _MAX_NAME_BYTES)
-        bases.append(name)
-
-    # A later original name must not be taken by an earlier duplicate's suffix ("a", "a", "a-2").
-    reserved = {b.casefold() for b in bases}
-    used: set[str] = set()
-    names = []
-    for base in bases:
-        name = base
-        if name.casefold() in used:
-            k = 2
-            while f"{base}-{k}".casefold() in used or f"{base}-{k}".casefold() in reserved:
-                k += 1
-            name = f"{base}-{k}"
-        used.add(name.casefold())
-        names.append(name)
-    return names
-
