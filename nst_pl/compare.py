@@ -8,7 +8,7 @@
 Each config is an ordinary `nst-pl fit` config; they run one after the other in this process, each through NSTCLI
 (so every option, link and forced callback of `nst-pl fit` applies), each into its own TensorBoard run
 `<out>/runs/<experiment>/` (`tensorboard --logdir <out>/runs` compares them). Then every output is scored by one
-fixed judge network (`nst_pl.metrics.Judge`), and `<out>/` receives:
+fixed judge network (`nst_pl.judge.Judge`), and `<out>/` receives:
 
 - `sheet.png`: one row per experiment (and pair), columns content, style, the output at each snapshot step, final;
 - `metrics.csv`, `metrics.md`: judge content loss, judge style loss, SSIM to the content, steps, wall time, peak
@@ -481,7 +481,7 @@ def _draw_label(draw: ImageDraw.ImageDraw, font, text: str, xy: tuple[int, int],
 # ------------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from nst_pl.metrics import Judge
+    from nst_pl.judge import Judge
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
