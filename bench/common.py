@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from nst_pl.data import PairImages
-from nst_pl.metrics import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS
+from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS
 from nst_pl.objective import Objective
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_VGG16 = REPO.parent / "shared" / "weights" / "vgg16_caffe_hed.pth"
-# The judge's layer set (nst_pl.metrics), which is also the classic Gatys recipe: one definition for both.
+# The judge's layer set (nst_pl.judge), which is also the classic Gatys recipe: one definition for both.
 STYLE_LAYERS = list(JUDGE_STYLE_LAYERS)
 CONTENT_LAYERS = [JUDGE_CONTENT_LAYER]
 

@@ -46,7 +46,7 @@ def vgg16() -> VGG16:
 
 
 class Judge:
-    """Fixed scorer, identical for every recipe: `nst_pl.metrics.Judge`'s definition (same layers, absolute losses),
+    """Fixed scorer, identical for every recipe: `nst_pl.judge.Judge`'s definition (same layers, absolute losses),
     with the style targets computed once (it runs every few steps) and a scale-free per-layer style measure added."""
 
     def __init__(self, content: torch.Tensor, style: torch.Tensor):

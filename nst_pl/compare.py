@@ -5,10 +5,11 @@
         --judge_weights ../shared/weights/vgg16_caffe_hed.pth --judge_normalization caffe \
         --override 'alexnet*:model.extractor.init_args.weights=null'
 
-Each config is an ordinary `nst-pl fit` config; they run one after the other in this process, each through NSTCLI
-(so every option, link and forced callback of `nst-pl fit` applies), each into its own TensorBoard run
-`<out>/runs/<experiment>/` (`tensorboard --logdir <out>/runs` compares them). Then every output is scored by one
-fixed judge network (`nst_pl.metrics.Judge`), and `<out>/` receives:
+Each config is an ordinary `nst-pl fit` config; they run one after the other in this process, each built by
+`nst_pl.fit.make_cli` like `nst-pl fit` (so every option, link, forced callback, check and signal handling of
+`nst-pl fit` applies), each into its own TensorBoard run `<out>/runs/<experiment>/` (`tensorboard --logdir
+<out>/runs` compares them). Then every output is scored by one fixed judge network (`nst_pl.judge.Judge`), and
+`<out>/` receives (report.py):
 
 - `sheet.png`: one row per experiment (and pair), columns content, style, the output at each snapshot step, final;
 - `metrics.csv`, `metrics.md`: judge content loss, judge style loss, SSIM to the content, steps, wall time, peak
@@ -17,12 +18,13 @@ fixed judge network (`nst_pl.metrics.Judge`), and `<out>/` receives:
   experiment's TensorBoard run.
 
 A failing experiment (weights that cannot be downloaded, a bad option, a diverged loss) is recorded as failed with
-its reason; the others still run. The exit status is 1 when any experiment failed.
+its reason; the others still run. The exit status is 1 when any experiment failed. Ctrl-C / SIGTERM stop the
+whole comparison after the running experiment saved its images and checkpoint (as `nst-pl fit` does); the tables
+and the sheet are still written for the experiments done so far, and the exit status is 130 / 143.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import ctypes
 import fnmatch
 import gc
@@ -32,117 +34,113 @@ import os
 import shutil
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Optional, Sequence, Union
 
 import torch
 import yaml
-from PIL import Image, ImageDraw, ImageFont
+from jsonargparse import ActionConfigFile, ArgumentParser
 
-from nst_pl.image_io import load_image
-
-# Sheet layout (pixels). Public so that tests and callers can predict the sheet's size.
-LABEL_WIDTH = 240
-HEADER_HEIGHT = 24
-DEFAULT_TILE = 160
-
-CSV_FIELDS = [
-    "experiment", "pair", "status", "extractor", "weights", "steps", "judge_content", "judge_style", "ssim",
-    "wall_time_s", "peak_mem_mb", "reason",
-]
-
-
-@dataclass
-class Result:
-    experiment: str
-    pair: str
-    status: str = "ok"  # "ok" or "failed"
-    extractor: str = ""
-    weights: str = ""
-    steps: int = 0
-    judge_content: float = math.nan
-    judge_style: float = math.nan
-    ssim: float = math.nan
-    wall_time_s: float = math.nan
-    peak_mem_mb: float = math.nan
-    reason: str = ""
-    # For the sheet, not the table: [3, h, w] tensors and {step: image}.
-    content: Any = field(default=None, repr=False)
-    style: Any = field(default=None, repr=False)
-    snapshots: dict[int, Any] = field(default_factory=dict, repr=False)
-    final: Any = field(default=None, repr=False)
+from nst_pl.errors import OutputError, WeightsError
+from nst_pl.fit import debug, error_paragraph, make_cli
+from nst_pl.image_io import find_images, load_image
+from nst_pl.judge import Judge
+from nst_pl.report import DEFAULT_TILE, Result, write_sheet, write_tables
 
 
 # ------------------------------------------------------------------------------------------------ arguments
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class CompareParser(ArgumentParser):
+    """Option errors as one short paragraph (exit 2), as `nst-pl fit` reports them."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or debug():
+            super().error(message, ex)
+        sys.stderr.write(error_paragraph(message, "compare"))
+        self.exit(2)
+
+
+class OptionsFile(ActionConfigFile):
+    """`--options FILE`: defaults for the options, read by jsonargparse like `fit --config`.
+
+    One liberty over a plain config file: a single value where the command line takes several (`data.content:
+    photo.jpg`) is read as a list of one, as it was before options files were parsed by jsonargparse.
+    """
+
+    def __call__(self, parser, cfg, values, option_string=None):
+        path = Path(values)
+        if not path.is_file():
+            parser.error(f"--options {values}: file not found (give a YAML file of options, e.g. "
+                         "configs/compare_quick.yaml)")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            parser.error(f"--options {values}: not a readable YAML file ({' '.join(str(err).split())})")
+        if not isinstance(raw, dict):
+            parser.error(f"--options {values}: expected a mapping of option names to values")
+        for key in _MANY_VALUES:
+            if isinstance(raw.get(key), str):
+                raw[key] = [raw[key]]
+        self.apply_config(parser, cfg, self.dest, yaml.safe_dump(raw))
+
+
+# Options that take several values on the command line (`--configs a.yaml b.yaml`).
+_MANY_VALUES = ("configs", "data.content", "data.style", "override")
+
+
+def build_parser() -> CompareParser:
+    p = CompareParser(
         prog="nst-pl compare",
         description="Run several nst-pl experiment configs on the same (content, style) pairs; write a contact sheet, "
         "a metrics table (CSV + Markdown) measured by one fixed judge network, and one TensorBoard run per experiment.",
         allow_abbrev=False,
     )
-    p.add_argument("--options", metavar="YAML", help="a file of defaults for the options below (keys as the option "
-                   "names, e.g. configs/compare_quick.yaml); command-line options win")
-    p.add_argument("--configs", nargs="+", metavar="YAML", help="experiment configs (globs are expanded)")
-    p.add_argument("--data.content", dest="content", nargs="+", help="content image(s)/folder(s) (default: each config's)")
-    p.add_argument("--data.style", dest="style", nargs="+", help="style image(s)/folder(s) (default: each config's)")
-    p.add_argument("--steps", type=int, help="optimisation steps of every experiment (default: each config's max_steps)")
-    p.add_argument("--image_size", type=int, help="long side of the outputs in px (default: each config's)")
-    p.add_argument("--snapshots", help="comma-separated steps to show on the sheet besides the final image, e.g. "
-                   "1000,10000 (steps at or beyond the run's end are dropped)")
-    p.add_argument("--out", help="output folder (default: out/compare)")
-    p.add_argument("--judge_weights", help="judge VGG16 weights: imagenet (default), a local state-dict file, or null "
-                   "(random: tests only)")
-    p.add_argument("--judge_normalization", help="judge input normalisation: auto (default), imagenet, caffe, none")
-    p.add_argument("--tile", type=int, help=f"side of one image cell on the sheet in px (default {DEFAULT_TILE})")
-    p.add_argument("--override", nargs="+", action="extend", metavar="[PATTERN:]KEY=VALUE",
+    p.add_argument("--options", action=OptionsFile, help="a YAML file of defaults for the options below (keys as the "
+                   "option names, e.g. configs/compare_quick.yaml); the command line wins, and its --override values "
+                   "are added after the file's")
+    p.add_argument("--configs", type=str, nargs="+", help="experiment configs (globs are expanded)")
+    p.add_argument("--data.content", type=str, nargs="+", help="content image(s)/folder(s) (default: each config's)")
+    p.add_argument("--data.style", type=str, nargs="+", help="style image(s)/folder(s) (default: each config's)")
+    p.add_argument("--steps", type=Optional[int], help="optimisation steps of every experiment (default: each "
+                   "config's max_steps)")
+    p.add_argument("--image_size", type=Optional[int], help="long side of the outputs in px (default: each config's)")
+    p.add_argument("--snapshots", type=Union[int, list[int], str, None], help="comma-separated steps to show on the "
+                   "sheet besides the final image, e.g. 1000,10000 (steps at or beyond the run's end are dropped)")
+    p.add_argument("--out", type=str, default="out/compare", help="output folder")
+    p.add_argument("--judge_weights", type=Optional[str], default="imagenet", help="judge VGG16 weights: imagenet, "
+                   "a local state-dict file, or null (random: tests only)")
+    p.add_argument("--judge_normalization", type=str, default="auto", help="judge input normalisation: auto, "
+                   "imagenet, caffe, none")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="side of one image cell on the sheet in px")
+    # "extend": each --override adds to the list, after those of an --options file given before it.
+    p.add_argument("--override", type=str, nargs="+", action="extend", default=[], metavar="[PATTERN:]KEY=VALUE",
                    help="extra `nst-pl fit` option for every experiment, e.g. model.extractor.init_args.weights=null; "
                    "with PATTERN: (a glob on the experiment name) only for matching ones, e.g. "
                    "'alexnet*:model.extractor.init_args.weights=null'")
     return p
 
 
-DEFAULTS = {
-    "configs": None, "content": None, "style": None, "steps": None, "image_size": None, "snapshots": None,
-    "out": "out/compare", "judge_weights": "imagenet", "judge_normalization": "auto", "tile": DEFAULT_TILE,
-    "override": [],
-}
-# Keys accepted in an --options file (the long option names without dashes; data.* as written on the command line).
-_FILE_KEYS = {"data.content": "content", "data.style": "style"}
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = build_parser()
-    ns = parser.parse_args(list(argv))
-    opts = dict(DEFAULTS)
-    if ns.options:
-        raw = yaml.safe_load(Path(ns.options).read_text()) or {}
-        if not isinstance(raw, dict):
-            parser.error(f"{ns.options}: expected a mapping of option names to values")
-        for key, value in raw.items():
-            key = _FILE_KEYS.get(key, key)
-            if key not in DEFAULTS:
-                parser.error(f"{ns.options}: unknown option {key!r}; valid: {', '.join(sorted(DEFAULTS))}")
-            opts[key] = value
-    for key in DEFAULTS:
-        value = getattr(ns, key)
-        if value is None:
-            continue
-        if key == "override":  # file overrides first, command line after: the later one wins in NSTCLI
-            opts[key] = list(opts[key] or []) + list(value)
-        else:
-            opts[key] = value
-    args = argparse.Namespace(**opts)
+    argv = list(argv)
+    # The options file holds defaults: read it first, wherever it stands, so that the command line wins.
+    for k, arg in enumerate(argv):
+        if arg == "--options" and k + 1 < len(argv):
+            argv = argv[k:k + 2] + argv[:k] + argv[k + 2:]
+            break
+        if arg.startswith("--options="):
+            argv = [arg] + argv[:k] + argv[k + 1:]
+            break
+    cfg = parser.parse_args(argv)
+    args = argparse.Namespace(
+        configs=cfg.configs, content=cfg.data.content, style=cfg.data.style, steps=cfg.steps,
+        image_size=cfg.image_size, snapshots=cfg.snapshots, out=cfg.out, judge_weights=cfg.judge_weights,
+        judge_normalization=cfg.judge_normalization, tile=cfg.tile, override=list(cfg.override or []),
+    )
     if not args.configs:
         parser.error("give the experiment configs: --configs configs/experiments/*.yaml")
     args.configs = _expand(args.configs, parser)
     args.snapshots = _parse_snapshots(args.snapshots, parser)
-    for key in ("content", "style"):
-        value = getattr(args, key)
-        setattr(args, key, [value] if isinstance(value, str) else value)
     if isinstance(args.judge_weights, str) and args.judge_weights.lower() in ("null", "none"):
         args.judge_weights = None
     for o in args.override:
@@ -153,10 +151,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _expand(patterns: Sequence[str] | str, parser: argparse.ArgumentParser) -> list[Path]:
+def _expand(patterns: Sequence[str], parser: ArgumentParser) -> list[Path]:
     """Expand globs (the shell usually has, but an --options file or a quoted pattern has not)."""
     out: list[Path] = []
-    for pat in [patterns] if isinstance(patterns, str) else patterns:
+    for pat in patterns:
         hits = sorted(glob.glob(str(pat))) if glob.has_magic(str(pat)) else [str(pat)]
         if not hits:
             parser.error(f"--configs {pat!r} matches no file")
@@ -171,7 +169,7 @@ def _expand(patterns: Sequence[str] | str, parser: argparse.ArgumentParser) -> l
     return out
 
 
-def _parse_snapshots(value: Any, parser: argparse.ArgumentParser) -> list[int]:
+def _parse_snapshots(value: Any, parser: ArgumentParser) -> list[int]:
     if value in (None, ""):
         return []
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
@@ -248,12 +246,12 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_experiment(config: Path, args: argparse.Namespace, judge, out: Path) -> list[Result]:
-    """Run one config through NSTCLI, score its outputs, log the scores to its TensorBoard run."""
-    from nst_pl.cli import NSTCLI, TRAINER_DEFAULTS
-    from nst_pl.data import PairDataModule
-    from nst_pl.module import StyleTransfer
+def run_experiment(config: Path, args: argparse.Namespace, judge: Judge, out: Path) -> list[Result]:
+    """Run one config like `nst-pl fit` (make_cli), score its outputs, log the scores to its TensorBoard run.
 
+    Ctrl-C / SIGTERM during the run end in SystemExit(130 / 143) from NSTCLI.fit, after the run saved its images
+    and a checkpoint; they are not failures of this experiment but stop the comparison, so they propagate.
+    """
     name = config.stem
     run_dir = out / "runs" / name
     if run_dir.exists():  # a rerun replaces the old run: two event files in one run would mix in TensorBoard
@@ -261,7 +259,7 @@ def run_experiment(config: Path, args: argparse.Namespace, judge, out: Path) -> 
     every = reduce(math.gcd, args.snapshots) if args.snapshots else 0
     logger = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
               "init_args": {"save_dir": str(out / "runs"), "name": name, "version": ""}}
-    cli_args = ["--config", str(config)]
+    cli_args = ["fit", "--config", str(config)]
     if args.content:
         cli_args += ["--data.content", _list_arg(args.content)]
     if args.style:
@@ -281,27 +279,19 @@ def run_experiment(config: Path, args: argparse.Namespace, judge, out: Path) -> 
     cuda = torch.cuda.is_available()
     argv0 = sys.argv
     try:
-        # NSTCLI gets its arguments from `args`; an `nst-pl compare …` command line in sys.argv would only make
+        # The CLI gets its arguments from `args`; an `nst-pl compare …` command line in sys.argv would only make
         # LightningCLI warn that both were given.
         sys.argv = sys.argv[:1]
         with PeakMemory(cuda) as mem:
-            cli = NSTCLI(
-                StyleTransfer, PairDataModule, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
-                save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, run=False,
-                args=cli_args, parser_kwargs={"exit_on_error": False},
-            )
-            model, trainer = cli.model, cli.trainer
-            start = time.perf_counter()
-            trainer.fit(model, datamodule=cli.datamodule)
-            wall = time.perf_counter() - start
+            cli = make_cli(cli_args, exit_on_error=False)
     except Exception as err:
-        # Not SystemExit/KeyboardInterrupt: Lightning turns Ctrl-C and SIGTERM into SystemExit, and those must stop
-        # the whole comparison (main() still writes the tables for the experiments done so far).
+        # Not SystemExit/KeyboardInterrupt: those stop the whole comparison (main() still writes the tables for
+        # the experiments done so far).
         return [Result(name, "", status="failed", reason=_reason(err))]
     finally:
         sys.argv = argv0
     try:
-        return _score_and_log(name, args, judge, model, trainer, wall, mem.peak_mb)
+        return _score_and_log(name, args, judge, cli.model, cli.trainer, cli.fit_seconds, mem.peak_mb)
     except Exception as err:  # a judge that cannot score this output must not stop the other experiments
         return [Result(name, "", status="failed", reason="scoring failed: " + _reason(err))]
 
@@ -309,15 +299,16 @@ def run_experiment(config: Path, args: argparse.Namespace, judge, out: Path) -> 
 def _score_and_log(name, args, judge, model, trainer, wall: float, peak_mb: float) -> list[Result]:
     results: list[Result] = []
 
-    extractor = model.extractor
+    extractor = model.objective.extractor
+    pairs = model.pair_images
     weights = _short_weights(str(extractor.weights))
     log_dir = Path(trainer.log_dir)
     outputs = model.output_images()
     tb = trainer.logger.experiment if hasattr(trainer.logger, "experiment") else None
-    for i, (pair, (h, w)) in enumerate(zip(model.pair_names, model.sizes)):
-        content = model.content_images[i, :, :h, :w].cpu()
-        styles = [s.cpu() for s in model.style_images[i]]
-        score = judge.score(outputs[i], content, styles, model.style_mix[i].tolist())
+    for i, (pair, (h, w)) in enumerate(zip(pairs.names, pairs.sizes)):
+        content = pairs.content[i, :, :h, :w].cpu()
+        styles = [s.cpu() for s in pairs.styles[i]]
+        score = judge.score(outputs[i], content, styles, pairs.blend[i].tolist())
         snaps = {}
         for s in args.snapshots:
             png = log_dir / "images" / pair / f"step_{s:06d}.png"
@@ -353,8 +344,6 @@ def _short_weights(weights: str) -> str:
 
 def _reason(err: BaseException) -> str:
     """One line for the table: the error's first line, with a hint for weights that cannot be fetched."""
-    from nst_pl.extractors import WeightsError
-
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     cause = err
     while cause is not None and not isinstance(cause, WeightsError):
@@ -368,133 +357,32 @@ def _reason(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-# ------------------------------------------------------------------------------------------------ outputs
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
-
-
-def write_tables(results: Sequence[Result], out: Path, judge_description: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_FIELDS)
-        for r in results:
-            w.writerow([_fmt(getattr(r, k)) if isinstance(getattr(r, k), float) else getattr(r, k) for k in CSV_FIELDS])
-    md_fields = ["experiment", "pair", "extractor", "weights", "steps", "judge_content", "judge_style", "ssim",
-                 "wall_time_s", "peak_mem_mb"]
-    headers = ["experiment", "pair", "extractor", "weights", "steps", "judge content ↓", "judge style ↓",
-               "SSIM to content", "wall time (s)", "peak mem (MB)"]
-    mem_note = ("peak torch.cuda.max_memory_allocated" if torch.cuda.is_available()
-                else "peak RSS increase over the run (sampled every 20 ms)")
-    lines = [
-        f"Judge: {judge_description}; content = MSE at relu4_2, style = mean Gram MSE over relu1_1…relu5_1 "
-        f"(absolute, not the experiments' own losses); memory = {mem_note}.",
-        "",
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---" if i < 4 else "---:" for i in range(len(headers))) + "|",
-    ]
-    for r in results:
-        if r.status != "ok":
-            cells = [r.experiment, r.pair or "—", f"**failed**: {r.reason}"] + [""] * (len(headers) - 3)
-        else:
-            cells = [_fmt(getattr(r, k)) for k in md_fields]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    (out / "metrics.md").write_text("\n".join(lines) + "\n")
-
-
-def sheet_columns(results: Sequence[Result], snapshots: Sequence[int]) -> list[int]:
-    """Snapshot steps shown as columns: those that some successful run reached before its last step."""
-    return [s for s in snapshots if any(s in r.snapshots for r in results)]
-
-
-def make_sheet(results: Sequence[Result], snapshots: Sequence[int], tile: int = DEFAULT_TILE) -> Image.Image:
-    """Contact sheet: a label column + one column per content, style, snapshot, final; one row per result.
-
-    Size: (LABEL_WIDTH + tile · (3 + len(columns))) × (HEADER_HEIGHT + tile · rows).
-    """
-    steps = sheet_columns(results, snapshots)
-    final_steps = sorted({r.steps for r in results if r.status == "ok"})
-    final_label = f"final (step {final_steps[0]})" if len(final_steps) == 1 else "final"
-    headers = ["content", "style"] + [f"step {s}" for s in steps] + [final_label]
-    width, height = LABEL_WIDTH + tile * len(headers), HEADER_HEIGHT + tile * len(results)
-    sheet = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
-    for j, text in enumerate(headers):
-        x = LABEL_WIDTH + j * tile
-        draw.text((x + tile // 2, HEADER_HEIGHT // 2), text, fill="black", font=font, anchor="mm")
-    for i, r in enumerate(results):
-        y = HEADER_HEIGHT + i * tile
-        label = r.experiment + (f"\n{r.pair}" if r.pair else "")
-        if r.status == "ok" and r.weights == "random":
-            label += "\n[untrained: random weights]"
-        elif r.status == "ok":
-            label += f"\n{r.extractor}, {r.weights}"
-        if r.status != "ok":
-            label += "\nFAILED: " + r.reason
-        _draw_label(draw, font, label, (6, y + 6), LABEL_WIDTH - 12, tile - 12)
-        cells = [r.content, r.style] + [r.snapshots.get(s) for s in steps] + [r.final]
-        for j, img in enumerate(cells):
-            box = (LABEL_WIDTH + j * tile, y)
-            if img is None:
-                draw.rectangle([box[0] + 2, box[1] + 2, box[0] + tile - 3, box[1] + tile - 3], fill=(225, 225, 225))
-                continue
-            sheet.paste(_thumb(img, tile - 4), (box[0] + 2, box[1] + 2))
-        draw.line([(0, y), (width, y)], fill=(200, 200, 200))
-    return sheet
-
-
-def _thumb(img: torch.Tensor, side: int) -> Image.Image:
-    """[3, h, w] in [0, 1] -> a PIL image fitted (aspect kept) and centred in a side × side white square."""
-    arr = (img.detach().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
-    pic = Image.fromarray(arr)
-    if max(pic.size) > side:
-        pic.thumbnail((side, side), Image.Resampling.LANCZOS)
-    elif max(pic.size) < side:  # small outputs are shown enlarged (nearest: the pixels stay visible as they are)
-        scale = side / max(pic.size)
-        pic = pic.resize((max(1, round(pic.width * scale)), max(1, round(pic.height * scale))), Image.Resampling.NEAREST)
-    canvas = Image.new("RGB", (side, side), "white")
-    canvas.paste(pic, ((side - pic.width) // 2, (side - pic.height) // 2))
-    return canvas
-
-
-def _draw_label(draw: ImageDraw.ImageDraw, font, text: str, xy: tuple[int, int], width: int, height: int) -> None:
-    """Draw `text` wrapped to `width` px (breaking long names at '_' or anywhere), clipped to `height` px."""
-    lines: list[str] = []
-    for para in text.split("\n"):
-        line = ""
-        for ch in para:
-            if draw.textlength(line + ch, font=font) > width:
-                cut = line.rfind("_") + 1 if "_" in line[1:] and len(line) - line.rfind("_") < 12 else len(line)
-                cut = cut or len(line)
-                lines.append(line[:cut])
-                line = line[cut:]
-            line += ch
-        lines.append(line)
-    line_h = 12
-    for k, line in enumerate(lines[: max(1, height // line_h)]):
-        draw.text((xy[0], xy[1] + k * line_h), line, fill="black", font=font)
-
-
 # ------------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    from nst_pl.metrics import Judge
+    """Run the comparison; 0 when every experiment ran, 1 when one failed, 130 / 143 when a signal stopped it.
 
+    Option errors exit 2 here; other user errors (judge weights that cannot be read, an output folder that cannot
+    be written) are NSTErrors, which cli.main turns into one paragraph and exit 2.
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write the output folder '{out}': {err.strerror or err}. Choose a writable "
+                          "location with --out DIR") from None
     judge = Judge(args.judge_weights, args.judge_normalization, device="cuda" if torch.cuda.is_available() else None)
     print(f"[compare] judge: {judge.description}; {len(args.configs)} experiment(s) -> {out}", flush=True)
     results: list[Result] = []
-    interrupted: BaseException | None = None
+    stopped_with: int | None = None
     for k, config in enumerate(args.configs, 1):
         print(f"[compare] {k}/{len(args.configs)} {config.stem} …", flush=True)
         try:
             rs = run_experiment(config, args, judge, out)
         except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C / SIGTERM: keep what is done, then stop
-            interrupted = err
+            # NSTCLI.fit exits 130 (Ctrl-C) or 143 (SIGTERM); a Ctrl-C outside the training loop is 130.
+            code = err.code if isinstance(err, SystemExit) else None
+            stopped_with = code if isinstance(code, int) and code >= 128 else 130
             print(f"[compare] interrupted during {config.stem}: writing the results so far", flush=True)
             break
         for r in rs:
@@ -506,13 +394,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results += rs
     _fill_failed_rows(results, args)
     write_tables(results, out, judge.description)
-    make_sheet(results, args.snapshots, args.tile).save(out / "sheet.png", optimize=True)
+    sheet = write_sheet(results, args.snapshots, out, args.tile)
     failed = [r.experiment for r in results if r.status != "ok"]
-    print(f"[compare] wrote {out / 'sheet.png'}, {out / 'metrics.csv'}, {out / 'metrics.md'}; "
+    print(f"[compare] wrote {sheet}, {out / 'metrics.csv'}, {out / 'metrics.md'}; "
           f"TensorBoard: tensorboard --logdir {out / 'runs'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
           flush=True)
-    if interrupted is not None:
-        return 130
+    if stopped_with is not None:
+        return stopped_with
     return 1 if failed else 0
 
 
@@ -527,8 +415,6 @@ def _fill_failed_rows(results: list[Result], args: argparse.Namespace) -> None:
         elif args.content and args.style:
             try:
                 size = args.image_size or 256
-                from nst_pl.image_io import find_images
-
                 r.content = load_image(find_images(args.content, what="content")[0], long_side=size)
                 r.style = load_image(find_images(args.style, what="style")[0], long_side=size)
             except Exception:  # the sheet is still written, with empty cells

@@ -12,8 +12,9 @@ import yaml
 from PIL import Image
 
 from conftest import REPO
-from nst_pl import compare
-from nst_pl.compare import HEADER_HEIGHT, LABEL_WIDTH, overrides_for, parse_args
+from nst_pl import compare, report
+from nst_pl.compare import overrides_for, parse_args
+from nst_pl.report import HEADER_HEIGHT, LABEL_WIDTH
 
 EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
 
@@ -145,3 +146,103 @@ def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
     assert {"judge/content", "judge/style", "judge/ssim"} <= set(tags)
     assert acc.Scalars("judge/ssim")[-1].value == pytest.approx(float(rows[0]["ssim"]), rel=1e-3)
     assert acc.Scalars("judge/ssim")[-1].step == quick["steps"]
+
+
+# ---------------------------------------------------------------------------------------------- errors and signals
+@pytest.mark.parametrize("argv, words", [
+    (["--options", "/nonexistent/compare.yaml"], ["/nonexistent/compare.yaml"]),
+    (["--configs", str(EXPERIMENTS[0]), "--judge_weights", "/nonexistent.pth"], ["weights file not found",
+                                                                                  "/nonexistent.pth"]),
+], ids=["missing options file", "judge weights unavailable"])
+def test_user_errors_are_one_paragraph_without_traceback(argv, words, tmp_path, capsys):
+    from nst_pl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", *argv, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nst-pl: error: ") and "Traceback" not in err
+    for word in words:
+        assert word in err
+
+
+def test_tables_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails (disk full) raises OutputError and leaves the previous metrics.csv/metrics.md as they were."""
+    import errno
+
+    from nst_pl import image_io
+    from nst_pl.errors import OutputError
+
+    write_tables = report.write_tables
+    write_tables([report.Result("first", "p", judge_content=1.0)], tmp_path, "judge")
+    before = {name: (tmp_path / name).read_bytes() for name in ("metrics.csv", "metrics.md")}
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(image_io, "_write_all", disk_full)
+    with pytest.raises(OutputError, match="no space left"):
+        write_tables([report.Result("second", "p", judge_content=2.0)], tmp_path, "judge")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "metrics.md"]  # no temporary file left
+
+
+def _two_vgg_experiments() -> list[Path]:
+    return [p for p in EXPERIMENTS if p.stem.startswith("vgg19_")][:2]
+
+
+def _tiny_compare_args(pair_dirs, out: Path, *configs: Path, steps: int = 2) -> list[str]:
+    content, style = pair_dirs
+    return ["--configs", *map(str, configs), "--data.content", str(content), "--data.style", str(style),
+            "--image_size", "64", "--steps", str(steps), "--tile", "32", "--out", str(out), "--judge_weights", "null",
+            "--override", "model.extractor.init_args.weights=null", "trainer.accelerator=cpu"]
+
+
+@pytest.mark.parametrize("how, code, words", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
+def test_a_signal_stops_the_comparison_and_writes_the_results_so_far(how, code, words, tmp_path, pair_dirs,
+                                                                     monkeypatch, capsys):
+    """Ctrl-C / SIGTERM during the second experiment: the run stops through the same fit wrapper as `nst-pl fit`
+    (images and a checkpoint saved, exit code 128 + signal), and the table holds the first experiment."""
+    import os
+    import signal
+
+    from nst_pl.module import StyleTransfer
+
+    first, second = _two_vgg_experiments()
+    original = StyleTransfer.training_step
+
+    def interrupted(self, *args, **kwargs):
+        # in the second step of the second experiment: the first step's checkpoint exists
+        if Path(self.trainer.default_root_dir).name == second.stem and self.global_step == 1:
+            if how == "SIGINT":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: stop at the end of this step
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StyleTransfer, "training_step", interrupted)
+    out = tmp_path / "out"
+    assert compare.main(_tiny_compare_args(pair_dirs, out, first, second, steps=3)) == code
+    assert f"stopped by {words}" in capsys.readouterr().err
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [(r["experiment"], r["status"]) for r in rows] == [(first.stem, "ok")]
+    assert (out / "sheet.png").is_file()
+    assert (out / "runs" / second.stem / "checkpoints" / "last.ckpt").is_file()  # the stopped run saved it
+
+
+def test_runs_go_through_the_writable_folder_check(tmp_path, pair_dirs, monkeypatch):
+    """An unwritable checkpoint folder fails the experiment before its first step, as `nst-pl fit` does."""
+    from nst_pl.module import StyleTransfer
+
+    steps = []
+    original = StyleTransfer.training_step
+    monkeypatch.setattr(StyleTransfer, "training_step",
+                        lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = tmp_path / "out"
+    first = _two_vgg_experiments()[0]
+    args = _tiny_compare_args(pair_dirs, out, first) + [f"checkpoint.dirpath={blocker / 'ckpt'}"]
+    assert compare.main(args) == 1
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert rows[0]["status"] == "failed" and "cannot write the output folder" in rows[0]["reason"], rows
+    assert steps == []

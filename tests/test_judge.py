@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nst_pl.image_io import load_image
-from nst_pl.metrics import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS, Judge
+from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS, Judge
 
 from conftest import REPO
 

@@ -1,0 +1,155 @@
+"""One `nst-pl fit` run: `NSTCLI`, its parser, and `make_cli`, the factory that every subcommand builds its runs
+with (`nst-pl fit` in cli.py, each experiment of `nst-pl compare` in compare.py), so that every run gets the same
+trainer defaults, seed, checks (`NSTCLI.before_fit`) and signal handling (`NSTCLI.fit`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
+from nst_pl.checkpoint_io import AtomicCheckpointIO
+from nst_pl.data import PairDataModule
+from nst_pl.extractors import EXTRACTORS
+from nst_pl.module import StyleTransfer
+
+DEBUG_ENV = "NST_PL_DEBUG"
+
+TRAINER_DEFAULTS = {
+    "max_steps": 500,
+    "log_every_n_steps": 10,
+    # We shard pairs over ranks ourselves (see data.py); Lightning's sampler would reshuffle and pad.
+    "use_distributed_sampler": False,
+    # Style transfer has no validation set and no epochs: one "epoch" is endless.
+    "limit_val_batches": 0,
+    "num_sanity_val_steps": 0,
+    "enable_model_summary": False,
+}
+
+
+def debug() -> bool:
+    """True when NST_PL_DEBUG asks for full tracebacks instead of one-paragraph errors."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def error_paragraph(message: str, command: str) -> str:
+    """The one paragraph a user error ends with, on stderr (exit code 2)."""
+    return f"nst-pl: error: {message.strip()}\nRun `nst-pl {command} --help` for the options.\n"
+
+
+class NSTCLI(LightningCLI):
+    # Seconds spent in `trainer.fit` by the last `fit` (compare's wall time: without start-up and image loading).
+    fit_seconds: float = float("nan")
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Forced callbacks: always on, configured under their own keys.
+        parser.add_lightning_class_args(ImageLogger, "image_logger")
+        # LastCheckpoint: a ModelCheckpoint whose last.ckpt is always at the final step (see callbacks.py).
+        parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.every_n_train_steps": 1000,
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 0,
+                "checkpoint.save_on_exception": True,
+            }
+        )
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints are written atomically and durably (see checkpoint_io.py). Only Lightning's default is
+        # replaced: a CheckpointIO plugin the user configured is kept.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def before_fit(self) -> None:
+        # Fail before any work, not after an hour: Lightning's logger creates its folder before any callback's
+        # `setup`, so an unwritable `trainer.default_root_dir` would otherwise end in a bare NotADirectoryError.
+        # The logger's folder holds the run (images, checkpoints); without a logger, default_root_dir does.
+        loggers = self.trainer.loggers
+        folders = [getattr(lg, "root_dir", None) or getattr(lg, "save_dir", None) for lg in loggers]
+        folders = folders if loggers else [self.trainer.default_root_dir]
+        folders += [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
+        for folder in dict.fromkeys(f for f in folders if f):
+            if "://" not in str(folder):  # remote storage: nothing to probe here
+                _check_writable(Path(folder))
+
+    def fit(self, model, **kwargs: Any) -> None:
+        """`trainer.fit`, with a non-zero exit code and a resume hint when the run is stopped by a signal."""
+        start = time.perf_counter()
+        try:
+            self.trainer.fit(model, **kwargs)
+        except SIGTERMException:
+            # Lightning raises it (a SystemExit with code None, i.e. exit status 0!) at the end of the step during
+            # which SIGTERM arrived, after the callbacks' on_exception saved the images and a checkpoint.
+            self._stopped("SIGTERM", 143)
+        except SystemExit as exc:
+            # Lightning turns Ctrl-C into sys.exit(1) after the same saving; keep the shell's convention.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                self._stopped("Ctrl-C (SIGINT)", 130)
+            raise
+        self.fit_seconds = time.perf_counter() - start
+
+    def _stopped(self, how: str, code: int) -> NoReturn:
+        trainer = self.trainer
+        if trainer.is_global_zero:
+            ckpt = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+            images = next((cb.root for cb in trainer.callbacks if isinstance(cb, ImageLogger)), None)
+            saved = f"the images of step {trainer.global_step} are in '{images}'" if images else "no images were saved"
+            resume = (
+                f"checkpoint '{ckpt}'; resume with the same arguments plus --ckpt_path '{ckpt}'"
+                if ckpt and Path(ckpt).exists() else "no checkpoint was written (no step had finished)"
+            )
+            sys.stderr.write(f"nst-pl: stopped by {how} at step {trainer.global_step}: {saved}; {resume}\n")
+        raise SystemExit(code)
+
+
+class NSTArgumentParser(LightningArgumentParser):
+    """Command-line/config errors as one short paragraph, without the 60-line usage dump."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        # Nested parsers that jsonargparse uses internally do not exit: they raise, and their caller decides.
+        if not self.exit_on_error or debug():
+            super().error(message, ex)
+        if 'key "model.extractor"' in message and "class_path" in message:
+            valid = ", ".join(f"nst_pl.extractors.{cls.__name__}" for cls in EXTRACTORS.values())
+            message = f"{message.rstrip()}\n  Valid extractors: {valid}"
+        if "expected one argument" in message:  # argparse reads a value that starts with "-" as an option
+            message += " (a value that starts with '-' must be attached with '=', e.g. --data.content=-photo.jpg)"
+        sys.stderr.write(error_paragraph(message, "fit"))
+        self.exit(2)
+
+
+def make_cli(args: ArgsType = None, *, run: bool = True, exit_on_error: bool = True) -> NSTCLI:
+    """Build (and with `run`, run) one NSTCLI with the package's trainer defaults, seed, parser and config saving.
+
+    Args:
+        args: The command line after `nst-pl`, e.g. `["fit", "--config", "configs/vgg19.yaml"]` (None: sys.argv);
+            with `run=False`, without the subcommand.
+        run: Run the subcommand (`before_fit`'s checks, then `fit` with its signal handling) before returning.
+        exit_on_error: False raises parse errors (compare records them per experiment) instead of exiting 2.
+    """
+    parser_kwargs: dict[str, Any] = {}
+    if not exit_on_error:
+        # The main parser and the `fit` subcommand's parser each decide for themselves.
+        parser_kwargs = {"exit_on_error": False, "fit": {"exit_on_error": False}}
+    return NSTCLI(
+        StyleTransfer,
+        PairDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        parser_class=NSTArgumentParser,
+        parser_kwargs=parser_kwargs,
+        run=run,
+        args=args,
+    )
