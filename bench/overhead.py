@@ -37,7 +37,8 @@ STYLE = REPO / "style" / "starry_night.jpg"
 
 
 def plain_round(extractor, data, steps: int, warmup: int) -> list[float]:
-    loop = PlainLoop(extractor, data.images.content, data.images.styles[0][0][None], content_weight=1.0, style_weight=10.0,
+    images = data.images
+    loop = PlainLoop(extractor, images.content, images.styles[0][0][None], content_weight=1.0, style_weight=10.0,
                      lr=0.02, relative=True)
     times = []
     for i in range(warmup + steps):

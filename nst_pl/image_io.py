@@ -140,11 +140,8 @@ def _images_in_folder(folder: Path, what: str) -> list[Path]:
 # Loading
 # --------------------------------------------------------------------------------------------------------------
 
-# PIL has its own decompression-bomb guard (a warning above Image.MAX_IMAGE_PIXELS, ~89 MP, an error above twice
-# that). It is a process-wide setting that we do not want to change for other code, yet it would make our own,
-# documented `max_pixels` limit (300 MP by default) unreachable. So while one of *our* loads runs we switch PIL's
-# guard off and rely on our check, which reads the size from the header before anything is decoded. A reference
-# count under a lock keeps concurrent loads (threads) from restoring the setting under each other's feet.
+# PIL's process-wide bomb guard (~89 MP) would make our documented `max_pixels` (300 MP) unreachable: it is switched
+# off only while one of our loads runs (our check reads the header first), reference-counted for concurrent loads.
 _pil_guard_lock = threading.Lock()
 _pil_guard_users = 0
 _pil_guard_saved: int | None = None

@@ -195,11 +195,9 @@ class StyleTransfer(pl.LightningModule):
         return opt
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Runs after backward, before the update. A NaN/inf gradient with a finite loss would turn the pixels into
-        # NaN (clamping keeps NaN), and the checkpoint written on the way out would then hold a NaN image in place
-        # of the last good one: stop here, while the image is still finite. Under DDP the gradient is already
-        # all-reduced, so every rank sees the same values and raises at the same step (no rank left waiting).
-        # Skipped under 16-mixed, whose gradient scaler expects inf gradients now and then and skips those steps.
+        # A NaN gradient would make the pixels NaN and the exit checkpoint would lose the last good image: stop
+        # before the update. DDP gradients are all-reduced, so every rank stops at the same step. 16-mixed's
+        # scaler expects inf gradients now and then (it skips those steps), so it is left alone.
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None or self.image.grad is None:
             return
         if not torch.isfinite(self.image.grad).all():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nst_pl.image_io import load_image
-from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS, Judge
+from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_LAYERS, JUDGE_STYLE_LAYERS, Judge
 
 from conftest import REPO
 
@@ -26,8 +26,9 @@ def _photo(h=48, w=64, seed=0) -> torch.Tensor:
 
 
 def test_fixed_layers(judge):
-    # depth order; the same for every experiment whatever its own extractor
-    assert judge.net.layers == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
+    # the same for every experiment whatever its own extractor
+    assert sorted(JUDGE_LAYERS, key=judge.net.layer_index) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2",
+                                                               "relu5_1"]
     assert JUDGE_CONTENT_LAYER == "relu4_2" and len(JUDGE_STYLE_LAYERS) == 5
     assert judge.description == "VGG16 (random, auto (imagenet))"
 
@@ -60,7 +61,7 @@ def test_absolute_losses_scale_with_the_features(judge):
 
     content, out = _photo(seed=2), _photo(seed=3)
     s = judge.score(out, content, content)
-    f_out, f_con = judge.net(out[None]), judge.net(content[None])
+    f_out, f_con = judge.net(out[None], JUDGE_LAYERS), judge.net(content[None], JUDGE_LAYERS)
     expected = losses.content_loss(f_out["relu4_2"], f_con["relu4_2"]).item()
     assert s["content"] == pytest.approx(expected, rel=1e-6)
     style = sum(losses.gram_loss(f_out[l], losses.gram(f_con[l])).item() for l in JUDGE_STYLE_LAYERS) / 5

@@ -170,3 +170,20 @@ def test_preserve_color_histogram_measures_the_real_image_not_the_padding(tmp_pa
     real = data.images.content[0, :, :h, :w].flatten(1).double()
     assert torch.allclose(out.mean(1), real.mean(1), atol=2e-3)
     assert torch.allclose(torch.cov(out), torch.cov(real), atol=2e-3)
+
+
+@pytest.mark.parametrize("tv_weight", [0.0, 1.0])
+def test_no_content_layers_is_pure_texture_synthesis(tmp_path, pair_dirs, tv_weight):
+    # content_layers: [] used to crash (zeros_like / .detach() of a float): now the content term is zero.
+    rec = LossRecorder()
+    model, *_ = fit(tmp_path, *pair_dirs, max_steps=6, callbacks=[rec],
+                    model_kw={"content_layers": [], "init": "noise", "tv_weight": tv_weight})
+    assert rec.values[-1]["loss/content"] == 0
+    assert rec.values[-1]["loss/style"] < rec.values[0]["loss/style"]
+    assert torch.isfinite(model.image).all()
+
+
+def test_a_style_image_too_small_for_the_layers_names_style_size(tmp_path, pair_dirs):
+    # relu2_1 needs 2 px; a 1 px style image used to fail deep inside the extractor.
+    with pytest.raises(ValueError, match=r"style image side of 1 px .* data\.style_size"):
+        fit(tmp_path, *pair_dirs, max_steps=1, data_kw={"style_size": 1})

@@ -360,8 +360,8 @@ def _poison_extractor(monkeypatch, after: int, how: str) -> None:
     """From the (after+1)-th training evaluation on, VGG19's features are inf (`loss`) or have NaN gradients."""
     calls = [0]
 
-    def forward(self, x):
-        feats = FeatureExtractor.forward(self, x)
+    def forward(self, x, layers):
+        feats = FeatureExtractor.forward(self, x, layers)
         if not torch.is_grad_enabled():  # the targets, computed once under no_grad
             return feats
         calls[0] += 1
