@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: the plain-PyTorch reference loop and timing utilities."""
+
 from __future__ import annotations
 
 import statistics
@@ -26,10 +27,23 @@ class PlainLoop:
     Lightning, no coarse-to-fine, no averaging.
     """
 
-    def __init__(self, extractor, content: torch.Tensor, style: torch.Tensor, content_weight: float,
-                 style_weight: float, lr: float, relative: bool = False, init: torch.Tensor | None = None):
+    def __init__(
+        self,
+        extractor,
+        content: torch.Tensor,
+        style: torch.Tensor,
+        content_weight: float,
+        style_weight: float,
+        lr: float,
+        relative: bool = False,
+        init: torch.Tensor | None = None,
+    ):
         self.objective = Objective(
-            extractor, CONTENT_LAYERS, STYLE_LAYERS, content_weight=content_weight, style_weight=style_weight,
+            extractor,
+            CONTENT_LAYERS,
+            STYLE_LAYERS,
+            content_weight=content_weight,
+            style_weight=style_weight,
             relative_losses=relative,
         )
         h, w = content.shape[-2:]

@@ -1,4 +1,5 @@
 """A callback that prints the wall-clock time of the first optimisation step (used by bench/overhead.py)."""
+
 import time
 
 import pytorch_lightning as pl

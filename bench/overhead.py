@@ -9,6 +9,7 @@ Both sides use the same extractor object, layers (content relu4_2, style relu1_1
 image size and optimiser (Adam, lr 0.02). Rounds alternate (plain, nst-pl, plain, …) so that load from other
 processes hits both sides alike; the figure that matters is the ratio of medians. Goal: ratio <= 1.03.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, StepTimer, median  # noqa: E402
-
 import pytorch_lightning as pl  # noqa: E402
+from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, StepTimer, median  # noqa: E402
 
 from nst_pl.cli import TRAINER_DEFAULTS  # noqa: E402
 from nst_pl.data import PairDataModule  # noqa: E402
@@ -38,8 +38,15 @@ STYLE = REPO / "style" / "starry_night.jpg"
 
 def plain_round(extractor, data, steps: int, warmup: int) -> list[float]:
     images = data.images
-    loop = PlainLoop(extractor, images.content, images.styles[0][0][None], content_weight=1.0, style_weight=10.0,
-                     lr=0.02, relative=True)
+    loop = PlainLoop(
+        extractor,
+        images.content,
+        images.styles[0][0][None],
+        content_weight=1.0,
+        style_weight=10.0,
+        lr=0.02,
+        relative=True,
+    )
     times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
@@ -52,13 +59,27 @@ def plain_round(extractor, data, steps: int, warmup: int) -> list[float]:
 def nst_round(extractor, size: int, steps: int, warmup: int, root: str) -> list[float]:
     # The plain loop's settings, spelled out (the module's defaults moved on: style weight 3, lr 0.007, EMA 0.9; the
     # EMA would add an image update per step that the plain loop does not do).
-    model = StyleTransfer(extractor, content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, style_weight=10.0,
-                          ema_decay=None, optimizer=lambda params: torch.optim.Adam(params, lr=0.02))
+    model = StyleTransfer(
+        extractor,
+        content_layers=CONTENT_LAYERS,
+        style_layers=STYLE_LAYERS,
+        style_weight=10.0,
+        ema_decay=None,
+        optimizer=lambda params: torch.optim.Adam(params, lr=0.02),
+    )
     data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
     timer = StepTimer()
     args = dict(TRAINER_DEFAULTS)
-    args.update(max_steps=warmup + steps, accelerator="cpu", devices=1, default_root_dir=root, logger=False,
-                enable_checkpointing=False, enable_progress_bar=False, callbacks=[timer])
+    args.update(
+        max_steps=warmup + steps,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[timer],
+    )
     pl.Trainer(**args).fit(model, datamodule=data)
     return timer.times[warmup:]
 
@@ -66,13 +87,34 @@ def nst_round(extractor, size: int, steps: int, warmup: int, root: str) -> list[
 def first_step_latency(size: int, weights: Path | None) -> float:
     """Seconds from launching `python -m nst_pl.cli fit` to the first optimisation step."""
     with tempfile.TemporaryDirectory() as root:
-        cmd = [sys.executable, "-m", "nst_pl.cli", "fit", "--config", str(REPO / "configs" / "vgg19.yaml"),
-               "--data.content", str(CONTENT), "--data.style", str(STYLE), "--data.image_size", str(size),
-               "--trainer.max_steps", "1", "--trainer.default_root_dir", root,
-               "--trainer.callbacks+=first_step_stamp.FirstStepStamp"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "nst_pl.cli",
+            "fit",
+            "--config",
+            str(REPO / "configs" / "vgg19.yaml"),
+            "--data.content",
+            str(CONTENT),
+            "--data.style",
+            str(STYLE),
+            "--data.image_size",
+            str(size),
+            "--trainer.max_steps",
+            "1",
+            "--trainer.default_root_dir",
+            root,
+            "--trainer.callbacks+=first_step_stamp.FirstStepStamp",
+        ]
         if weights is not None:
-            cmd += ["--model.extractor", "nst_pl.extractors.VGG16", "--model.extractor.init_args.weights",
-                    str(weights), "--model.extractor.init_args.normalization", "caffe"]
+            cmd += [
+                "--model.extractor",
+                "nst_pl.extractors.VGG16",
+                "--model.extractor.init_args.weights",
+                str(weights),
+                "--model.extractor.init_args.normalization",
+                "caffe",
+            ]
         else:
             cmd += ["--model.extractor.init_args.weights", "null"]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "bench"), str(REPO)]))
@@ -135,7 +177,9 @@ def startup_table(size: int, rounds: int, header: bool = True) -> None:
     for m, t in imports.items():
         print(f"| `python -c 'import {m}'`, median of {rounds} | {t:.2f} s |")
     what = "offline VGG16 file" if weights else "random weights"
-    print(f"| `nst-pl fit` start -> first step, median of {rounds} ({what}, {size} px; goal <= 5 s) | {latency:.2f} s |")
+    print(
+        f"| `nst-pl fit` start -> first step, median of {rounds} ({what}, {size} px; goal <= 5 s) | {latency:.2f} s |"
+    )
 
 
 if __name__ == "__main__":

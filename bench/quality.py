@@ -15,6 +15,7 @@ output and photo. Judge time is excluded from the wall time.
 Goal: (a) reaches (b)'s final judge style loss at equal or better SSIM in <= 1/3 of (b)'s wall time.
 Writes a plot (loss vs seconds) and a result sheet to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,8 @@ import yaml
 from torchmetrics.functional import structural_similarity_index_measure as ssim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, row_sheet  # noqa: E402
-
 import pytorch_lightning as pl  # noqa: E402
+from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, row_sheet  # noqa: E402
 
 from nst_pl import losses  # noqa: E402
 from nst_pl.cli import TRAINER_DEFAULTS  # noqa: E402
@@ -74,8 +74,19 @@ class Judge:
         }
 
 
-def run_ours(content_path, style_path, size, scales, steps_per_scale, final_steps, eval_every, judge, root,
-             lr=None, overrides=None):
+def run_ours(
+    content_path,
+    style_path,
+    size,
+    scales,
+    steps_per_scale,
+    final_steps,
+    eval_every,
+    judge,
+    root,
+    lr=None,
+    overrides=None,
+):
     scales = [s for s in scales if s < size]
     kw = dict(overrides or {})
     if lr is not None:  # otherwise StyleTransfer's default optimiser
@@ -101,8 +112,16 @@ def run_ours(content_path, style_path, size, scales, steps_per_scale, final_step
 
     total = steps_per_scale * len(scales) + final_steps
     args = dict(TRAINER_DEFAULTS)
-    args.update(max_steps=total, accelerator="cpu", devices=1, default_root_dir=root, logger=False,
-                enable_checkpointing=False, enable_progress_bar=False, callbacks=[Eval()])
+    args.update(
+        max_steps=total,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Eval()],
+    )
     pl.Trainer(**args).fit(model, datamodule=data)
     return curve, model.output_images()[0], scales
 
@@ -126,9 +145,14 @@ def verdict(ours: list[dict], classic: list[dict], key: str = "style") -> dict:
     if hit is None:
         out.update(reached=False)
     else:
-        out.update(reached=True, ours_seconds=hit["seconds"], ours_ssim=hit["ssim"], ours_step=hit["step"],
-                   time_ratio=hit["seconds"] / target["seconds"],
-                   goal_met=hit["seconds"] <= target["seconds"] / 3 and hit["ssim"] >= target["ssim"])
+        out.update(
+            reached=True,
+            ours_seconds=hit["seconds"],
+            ours_ssim=hit["ssim"],
+            ours_step=hit["step"],
+            time_ratio=hit["seconds"] / target["seconds"],
+            goal_met=hit["seconds"] <= target["seconds"] / 3 and hit["ssim"] >= target["ssim"],
+        )
     return out
 
 
@@ -168,8 +192,13 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--pairs", choices=["one", "all"], default="one")
     ap.add_argument("--lr", type=float, default=None, help="Adam step size for ours (default: the module's)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a StyleTransfer argument for ours, e.g. --set ema_decay=null --set style_weight=10")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a StyleTransfer argument for ours, e.g. --set ema_decay=null --set style_weight=10",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
     args = ap.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -177,8 +206,11 @@ def main() -> None:
         sys.exit(f"needs the offline VGG16 weights at {OFFLINE_VGG16} (see README, 'Offline weights')")
     contents = sorted((REPO / "images").glob("*.jpg"))
     styles = sorted((REPO / "style").glob("*.jpg"))
-    pairs = [(c, s) for c in contents for s in styles] if args.pairs == "all" else [
-        (REPO / "images" / "tubingen.jpg", REPO / "style" / "starry_night.jpg")]
+    pairs = (
+        [(c, s) for c in contents for s in styles]
+        if args.pairs == "all"
+        else [(REPO / "images" / "tubingen.jpg", REPO / "style" / "starry_night.jpg")]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     results, tiles = {}, []
@@ -188,27 +220,48 @@ def main() -> None:
         judge = Judge(content, style)
         classic, classic_img = run_classic(content, style, args.classic_steps, args.eval_every, judge)
         with tempfile.TemporaryDirectory() as root:
-            ours, ours_img, scales = run_ours(c, s, args.size, args.scales, args.steps_per_scale, args.final_steps,
-                                              args.eval_every, judge, root, args.lr, overrides)
-        results[name] = {"ours": ours, "classic": classic, "scales": scales,
-                         "verdict": {k: verdict(ours, classic, k) for k in ("style", "style_rel")}}
+            ours, ours_img, scales = run_ours(
+                c,
+                s,
+                args.size,
+                args.scales,
+                args.steps_per_scale,
+                args.final_steps,
+                args.eval_every,
+                judge,
+                root,
+                args.lr,
+                overrides,
+            )
+        results[name] = {
+            "ours": ours,
+            "classic": classic,
+            "scales": scales,
+            "verdict": {k: verdict(ours, classic, k) for k in ("style", "style_rel")},
+        }
         tiles.append((content, style, classic_img, ours_img))
         print(f"{name}: {json.dumps(results[name]['verdict'])}", flush=True)
     (args.out / f"quality_{args.size}.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out / f"quality_{args.size}.png")
     row_sheet([[to_pil(t) for t in row] for row in tiles], args.out / f"quality_{args.size}_sheet.jpg")
     print()
-    print(f"| pair ({args.size} px) | judge style measure | classic: steps, s | classic style / SSIM | "
-          "ours reaches it at step, s | ours SSIM there | time ratio | goal (<= 1/3, SSIM >=) |")
+    print(
+        f"| pair ({args.size} px) | judge style measure | classic: steps, s | classic style / SSIM | "
+        "ours reaches it at step, s | ours SSIM there | time ratio | goal (<= 1/3, SSIM >=) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for (name, r), key in ((item, k) for item in results.items() for k in ("style", "style_rel")):
         v = r["verdict"][key]
         label = "absolute Gram MSE" if key == "style" else "relative per layer"
-        head = (f"| {name} | {label} | {args.classic_steps}, {v['classic_seconds']:.0f} | "
-                f"{v['classic_style']:.3g} / {v['classic_ssim']:.3f} |")
+        head = (
+            f"| {name} | {label} | {args.classic_steps}, {v['classic_seconds']:.0f} | "
+            f"{v['classic_style']:.3g} / {v['classic_ssim']:.3f} |"
+        )
         if v["reached"]:
-            print(f"{head} {v['ours_step']}, {v['ours_seconds']:.0f} | {v['ours_ssim']:.3f} | "
-                  f"{v['time_ratio']:.2f} | {'met' if v['goal_met'] else 'NOT met'} |")
+            print(
+                f"{head} {v['ours_step']}, {v['ours_seconds']:.0f} | {v['ours_ssim']:.3f} | "
+                f"{v['time_ratio']:.2f} | {'met' if v['goal_met'] else 'NOT met'} |"
+            )
         else:
             print(f"{head} not reached | - | - | NOT met |")
 

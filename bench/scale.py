@@ -11,7 +11,8 @@
    bench/common.py (same extractor, layers and losses, no Lightning). Each measurement runs in a fresh process: peak
    RSS (`getrusage` ru_maxrss) at the end minus the peak right after the imports, so it counts the extractor, the
    images, the targets, the activations kept for backward and the optimiser state. Goal: ratio <= 1.10.
-3. GPU (only where CUDA is available; the output says so otherwise): steps/s at 512 px for 32-true / bf16-mixed and N = 1 / 16 pairs.
+3. GPU (only where CUDA is available; the output says so otherwise): steps/s at 512 px for 32-true / bf16-mixed
+   and N = 1 / 16 pairs.
 
 Threads: one per process by default (`--threads`). On a shared machine, OpenMP threads that outnumber the free cores
 spin at barriers and a step gets ~10x slower (measured: 64 px, 2 threads 3.2 s/step vs. 1 thread 0.25 s under a load
@@ -20,6 +21,7 @@ average of 7 on 2 cores); on an idle machine pass --threads <cores>.
 Random weights throughout: speed and memory do not depend on the weights' values. The machine may be shared and
 noisy: every figure is a median, and the figures that matter are the ratios measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +73,9 @@ def _content_dir(root: Path, n: int) -> Path:
     return folder
 
 
-def _nst_steps(n: int, size: int, steps: int, root: Path, precision: str = "32-true", accelerator: str = "cpu",
-               warmup: int = 2):
+def _nst_steps(
+    n: int, size: int, steps: int, root: Path, precision: str = "32-true", accelerator: str = "cpu", warmup: int = 2
+):
     """Runs nst-pl's training step for `warmup` untimed steps, then `steps` timed ones; returns the timed steps.
 
     Untimed by default: the first step (it also computes the targets) and the second (caches warm up)."""
@@ -97,9 +100,17 @@ def _nst_steps(n: int, size: int, steps: int, root: Path, precision: str = "32-t
     data = PairDataModule(content=str(content), style=str(STYLE), image_size=size)
     timer = Timer()
     args = dict(TRAINER_DEFAULTS)
-    args.update(max_steps=warmup + steps, accelerator=accelerator, devices=1, precision=precision,
-                default_root_dir=str(root), logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                callbacks=[timer])
+    args.update(
+        max_steps=warmup + steps,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        default_root_dir=str(root),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[timer],
+    )
     pl.Trainer(**args).fit(model, datamodule=data)
     return timer.times[warmup:]
 
@@ -114,8 +125,15 @@ def worker_memory(kind: str, size: int, steps: int) -> dict:
             torch.manual_seed(0)
             data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
             data.setup()
-            loop = PlainLoop(VGG19(weights=None), data.images.content, data.images.styles[0][0][None], content_weight=1.0,
-                             style_weight=10.0, lr=0.02, relative=True)
+            loop = PlainLoop(
+                VGG19(weights=None),
+                data.images.content,
+                data.images.styles[0][0][None],
+                content_weight=1.0,
+                style_weight=10.0,
+                lr=0.02,
+                relative=True,
+            )
             times = []
             for _ in range(steps):
                 t = time.perf_counter()
@@ -129,10 +147,13 @@ def worker_batching(ns: list[int], size: int, steps: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as root:
         for r in range(rounds):
             # alternate the order so that a burst of load from other processes does not hit one N only
-            for n in (ns if r % 2 == 0 else ns[::-1]):
+            for n in ns if r % 2 == 0 else ns[::-1]:
                 times[n] += _nst_steps(n, size, steps, Path(root), warmup=1)
-                print(f"  round {r + 1}, N={n}: steps {' '.join(f'{t:.3f}' for t in times[n])} s", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"  round {r + 1}, N={n}: steps {' '.join(f'{t:.3f}' for t in times[n])} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return {str(n): t for n, t in times.items()}
 
 
@@ -155,14 +176,23 @@ def _median(xs: list[float]) -> float:
 
 
 def _run_worker(threads: int, *argv: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               NST_BENCH_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", *argv], env=env, cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=None, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        NST_BENCH_THREADS=str(threads),
+    )
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker", *argv],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"worker {argv} failed with exit code {proc.returncode}")
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> None:
@@ -172,8 +202,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per N and round (batching)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over N = 1, 2, 4, 8 (batching)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (see the docstring)")
-    ap.add_argument("--mem-steps", type=int, default=1,
-                    help="steps per memory measurement (the peak is reached in the first: targets, backward, Adam state)")
+    ap.add_argument(
+        "--mem-steps",
+        type=int,
+        default=1,
+        help="steps per memory measurement (the peak is reached in the first: targets, backward, Adam state)",
+    )
     ap.add_argument("--sections", default="batching,memory", help="CPU sections to run: batching, memory")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -195,16 +229,20 @@ def main() -> None:
     if args.quick:
         ns, size, sizes, mem_steps, args.steps, args.rounds = [1, 2], 64, [64, 128], 1, 2, 1
     started = time.time()
-    print(f"nst-pl scale benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} ({args.threads} thread(s) per process), VGG19 with random weights, "
-          f"content relu4_2, style relu1_1..relu5_1, Adam")
+    print(
+        f"nst-pl scale benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} ({args.threads} thread(s) per process), VGG19 with random weights, "
+        f"content relu4_2, style relu1_1..relu5_1, Adam"
+    )
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n", flush=True)
 
     if not args.gpu:
         cpu_sections(args, ns, size, sizes, mem_steps)
     gpu_section(args)
-    print(f"\ntotal bench time {time.time() - started:.0f} s; load average at end: "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"\ntotal bench time {time.time() - started:.0f} s; load average at end: "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
 
 
 def cpu_sections(args, ns: list[int], size: int, sizes: list[int], mem_steps: int) -> None:
@@ -235,10 +273,11 @@ def memory_section(args, sizes: list[int], mem_steps: int) -> None:
     for px in sizes:
         plain = _run_worker(args.threads, "memory", "plain", str(px), str(mem_steps))
         nst = _run_worker(args.threads, "memory", "nst", str(px), str(mem_steps))
-        print(f"| {px} px | {plain['peak_mb']:.0f} | {nst['peak_mb']:.0f} | {nst['peak_mb'] / plain['peak_mb']:.2f}x |",
-              flush=True)
+        print(
+            f"| {px} px | {plain['peak_mb']:.0f} | {nst['peak_mb']:.0f} | {nst['peak_mb'] / plain['peak_mb']:.2f}x |",
+            flush=True,
+        )
     print()
-
 
 
 def gpu_section(args) -> None:

@@ -1,4 +1,5 @@
 """ImageLogger: the run's record — a PNG per pair every N steps, the same images and the losses in TensorBoard."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ is fsync'ed, so a power cut can leave an empty file. Here the bytes go to a hidd
 destination, are fsync'ed, and are renamed over it (`nst_pl.image_io.atomic_write_bytes`), so `last.ckpt` is always
 either the previous complete checkpoint or the new complete one.
 """
+
 from __future__ import annotations
 
 import io

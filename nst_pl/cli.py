@@ -10,6 +10,7 @@ wrong (README, "What happens when …"):
 - Ctrl-C / SIGTERM during `fit`: the current images and a checkpoint are saved, a resume hint is printed, and the
   exit code is 130 / 143 (128 + the signal number, as a shell reports a killed process).
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from nst_pl import compare
 from nst_pl.errors import NSTError
-from nst_pl.fit import DEBUG_ENV, TRAINER_DEFAULTS, NSTCLI, debug, make_cli
+from nst_pl.fit import DEBUG_ENV, NSTCLI, TRAINER_DEFAULTS, debug, make_cli
 
 __all__ = ["TRAINER_DEFAULTS", "NSTCLI", "USER_ERRORS", "main"]
 

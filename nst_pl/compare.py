@@ -22,6 +22,7 @@ its reason; the others still run. The exit status is 1 when any experiment faile
 whole comparison after the running experiment saved its images and checkpoint (as `nst-pl fit` does); the tables
 and the sheet are still written for the experiments done so far, and the exit status is 130 / 143.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,10 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Sequence
 from functools import reduce
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence, Union
+from typing import Any, NoReturn
 
 import torch
 import yaml
@@ -70,8 +72,9 @@ class OptionsFile(ActionConfigFile):
     def __call__(self, parser, cfg, values, option_string=None):
         path = Path(values)
         if not path.is_file():
-            parser.error(f"--options {values}: file not found (give a YAML file of options, e.g. "
-                         "configs/compare_quick.yaml)")
+            parser.error(
+                f"--options {values}: file not found (give a YAML file of options, e.g. configs/compare_quick.yaml)"
+            )
         try:
             raw = yaml.safe_load(path.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
@@ -95,28 +98,49 @@ def build_parser() -> CompareParser:
         "a metrics table (CSV + Markdown) measured by one fixed judge network, and one TensorBoard run per experiment.",
         allow_abbrev=False,
     )
-    p.add_argument("--options", action=OptionsFile, help="a YAML file of defaults for the options below (keys as the "
-                   "option names, e.g. configs/compare_quick.yaml); the command line wins, and its --override values "
-                   "are added after the file's")
+    p.add_argument(
+        "--options",
+        action=OptionsFile,
+        help="a YAML file of defaults for the options below (keys as the "
+        "option names, e.g. configs/compare_quick.yaml); the command line wins, and its --override values "
+        "are added after the file's",
+    )
     p.add_argument("--configs", type=str, nargs="+", help="experiment configs (globs are expanded)")
     p.add_argument("--data.content", type=str, nargs="+", help="content image(s)/folder(s) (default: each config's)")
     p.add_argument("--data.style", type=str, nargs="+", help="style image(s)/folder(s) (default: each config's)")
-    p.add_argument("--steps", type=Optional[int], help="optimisation steps of every experiment (default: each "
-                   "config's max_steps)")
-    p.add_argument("--image_size", type=Optional[int], help="long side of the outputs in px (default: each config's)")
-    p.add_argument("--snapshots", type=Union[int, list[int], str, None], help="comma-separated steps to show on the "
-                   "sheet besides the final image, e.g. 1000,10000 (steps at or beyond the run's end are dropped)")
+    p.add_argument(
+        "--steps", type=int | None, help="optimisation steps of every experiment (default: each config's max_steps)"
+    )
+    p.add_argument("--image_size", type=int | None, help="long side of the outputs in px (default: each config's)")
+    p.add_argument(
+        "--snapshots",
+        type=int | list[int] | str | None,
+        help="comma-separated steps to show on the "
+        "sheet besides the final image, e.g. 1000,10000 (steps at or beyond the run's end are dropped)",
+    )
     p.add_argument("--out", type=str, default="out/compare", help="output folder")
-    p.add_argument("--judge_weights", type=Optional[str], default="imagenet", help="judge VGG16 weights: imagenet, "
-                   "a local state-dict file, or null (random: tests only)")
-    p.add_argument("--judge_normalization", type=str, default="auto", help="judge input normalisation: auto, "
-                   "imagenet, caffe, none")
+    p.add_argument(
+        "--judge_weights",
+        type=str | None,
+        default="imagenet",
+        help="judge VGG16 weights: imagenet, a local state-dict file, or null (random: tests only)",
+    )
+    p.add_argument(
+        "--judge_normalization", type=str, default="auto", help="judge input normalisation: auto, imagenet, caffe, none"
+    )
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="side of one image cell on the sheet in px")
     # "extend": each --override adds to the list, after those of an --options file given before it.
-    p.add_argument("--override", type=str, nargs="+", action="extend", default=[], metavar="[PATTERN:]KEY=VALUE",
-                   help="extra `nst-pl fit` option for every experiment, e.g. model.extractor.init_args.weights=null; "
-                   "with PATTERN: (a glob on the experiment name) only for matching ones, e.g. "
-                   "'alexnet*:model.extractor.init_args.weights=null'")
+    p.add_argument(
+        "--override",
+        type=str,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="[PATTERN:]KEY=VALUE",
+        help="extra `nst-pl fit` option for every experiment, e.g. model.extractor.init_args.weights=null; "
+        "with PATTERN: (a glob on the experiment name) only for matching ones, e.g. "
+        "'alexnet*:model.extractor.init_args.weights=null'",
+    )
     return p
 
 
@@ -126,16 +150,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     # The options file holds defaults: read it first, wherever it stands, so that the command line wins.
     for k, arg in enumerate(argv):
         if arg == "--options" and k + 1 < len(argv):
-            argv = argv[k:k + 2] + argv[:k] + argv[k + 2:]
+            argv = argv[k : k + 2] + argv[:k] + argv[k + 2 :]
             break
         if arg.startswith("--options="):
-            argv = [arg] + argv[:k] + argv[k + 1:]
+            argv = [arg] + argv[:k] + argv[k + 1 :]
             break
     cfg = parser.parse_args(argv)
     args = argparse.Namespace(
-        configs=cfg.configs, content=cfg.data.content, style=cfg.data.style, steps=cfg.steps,
-        image_size=cfg.image_size, snapshots=cfg.snapshots, out=cfg.out, judge_weights=cfg.judge_weights,
-        judge_normalization=cfg.judge_normalization, tile=cfg.tile, override=list(cfg.override or []),
+        configs=cfg.configs,
+        content=cfg.data.content,
+        style=cfg.data.style,
+        steps=cfg.steps,
+        image_size=cfg.image_size,
+        snapshots=cfg.snapshots,
+        out=cfg.out,
+        judge_weights=cfg.judge_weights,
+        judge_normalization=cfg.judge_normalization,
+        tile=cfg.tile,
+        override=list(cfg.override or []),
     )
     if not args.configs:
         parser.error("give the experiment configs: --configs configs/experiments/*.yaml")
@@ -204,7 +236,7 @@ class PeakMemory:
         self.cuda = cuda
         self.peak_mb = math.nan
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -257,8 +289,10 @@ def run_experiment(config: Path, args: argparse.Namespace, judge: Judge, out: Pa
     if run_dir.exists():  # a rerun replaces the old run: two event files in one run would mix in TensorBoard
         shutil.rmtree(run_dir)
     every = reduce(math.gcd, args.snapshots) if args.snapshots else 0
-    logger = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-              "init_args": {"save_dir": str(out / "runs"), "name": name, "version": ""}}
+    logger = {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(out / "runs"), "name": name, "version": ""},
+    }
     cli_args = ["fit", "--config", str(config)]
     if args.content:
         cli_args += ["--data.content", _list_arg(args.content)]
@@ -269,10 +303,14 @@ def run_experiment(config: Path, args: argparse.Namespace, judge: Judge, out: Pa
     if args.steps:
         cli_args += ["--trainer.max_steps", str(args.steps)]
     cli_args += [
-        "--image_logger.every_n_steps", str(every),
-        "--trainer.default_root_dir", str(run_dir),
-        "--trainer.logger", yaml.safe_dump(logger, default_flow_style=True).strip(),
-        "--trainer.enable_progress_bar", "false",
+        "--image_logger.every_n_steps",
+        str(every),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger",
+        yaml.safe_dump(logger, default_flow_style=True).strip(),
+        "--trainer.enable_progress_bar",
+        "false",
     ]
     cli_args += overrides_for(name, args.override)
 
@@ -314,11 +352,24 @@ def _score_and_log(name, args, judge, model, trainer, wall: float, peak_mb: floa
             png = log_dir / "images" / pair / f"step_{s:06d}.png"
             if s < trainer.global_step and png.is_file():
                 snaps[s] = load_image(png)
-        results.append(Result(
-            name, pair, extractor=type(extractor).__name__, weights=weights, steps=trainer.global_step,
-            judge_content=score["content"], judge_style=score["style"], ssim=score["ssim"], wall_time_s=wall,
-            peak_mem_mb=peak_mb, content=content, style=styles[0], snapshots=snaps, final=outputs[i],
-        ))
+        results.append(
+            Result(
+                name,
+                pair,
+                extractor=type(extractor).__name__,
+                weights=weights,
+                steps=trainer.global_step,
+                judge_content=score["content"],
+                judge_style=score["style"],
+                ssim=score["ssim"],
+                wall_time_s=wall,
+                peak_mem_mb=peak_mb,
+                content=content,
+                style=styles[0],
+                snapshots=snaps,
+                final=outputs[i],
+            )
+        )
     if tb is not None:
         # One run per experiment: the same tags in every run, so TensorBoard overlays them. Pair means first, then
         # each pair under its own tag when there are several.
@@ -350,8 +401,10 @@ def _reason(err: BaseException) -> str:
         cause = cause.__cause__ or cause.__context__
     if cause is not None:
         text = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
-        text += (" — run it with random weights (--override 'NAME*:model.extractor.init_args.weights=null') or a "
-                 "local file (--override 'NAME*:model.extractor.init_args.weights=PATH')")
+        text += (
+            " — run it with random weights (--override 'NAME*:model.extractor.init_args.weights=null') or a "
+            "local file (--override 'NAME*:model.extractor.init_args.weights=PATH')"
+        )
     else:
         text = f"{type(err).__name__}: {text}"
     return " ".join(text.split())
@@ -369,8 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"cannot write the output folder '{out}': {err.strerror or err}. Choose a writable "
-                          "location with --out DIR") from None
+        raise OutputError(
+            f"cannot write the output folder '{out}': {err.strerror or err}. Choose a writable location with --out DIR"
+        ) from None
     judge = Judge(args.judge_weights, args.judge_normalization, device="cuda" if torch.cuda.is_available() else None)
     print(f"[compare] judge: {judge.description}; {len(args.configs)} experiment(s) -> {out}", flush=True)
     results: list[Result] = []
@@ -387,8 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         for r in rs:
             if r.status == "ok":
-                print(f"[compare]   {r.pair}: content {r.judge_content:.4g}  style {r.judge_style:.4g}  "
-                      f"ssim {r.ssim:.3f}  {r.wall_time_s:.1f} s  {r.peak_mem_mb:.0f} MB", flush=True)
+                print(
+                    f"[compare]   {r.pair}: content {r.judge_content:.4g}  style {r.judge_style:.4g}  "
+                    f"ssim {r.ssim:.3f}  {r.wall_time_s:.1f} s  {r.peak_mem_mb:.0f} MB",
+                    flush=True,
+                )
             else:
                 print(f"[compare]   FAILED: {r.reason}", flush=True)
         results += rs
@@ -396,9 +453,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_tables(results, out, judge.description)
     sheet = write_sheet(results, args.snapshots, out, args.tile)
     failed = [r.experiment for r in results if r.status != "ok"]
-    print(f"[compare] wrote {sheet}, {out / 'metrics.csv'}, {out / 'metrics.md'}; "
-          f"TensorBoard: tensorboard --logdir {out / 'runs'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
-          flush=True)
+    print(
+        f"[compare] wrote {sheet}, {out / 'metrics.csv'}, {out / 'metrics.md'}; "
+        f"TensorBoard: tensorboard --logdir {out / 'runs'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        flush=True,
+    )
     if stopped_with is not None:
         return stopped_with
     return 1 if failed else 0

@@ -6,14 +6,16 @@ images up by index. Sharding is done here rather than by Lightning's Distributed
 (padding repeats pairs, so two ranks would optimise the same pair): rank r owns pairs r, r + W, r + 2W, … (W = world
 size). Each pair also gets its file-system-safe output name here (`pair_names`).
 """
+
 from __future__ import annotations
 
 import math
 import os
 import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence, Union
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from nst_pl.errors import ConfigError
 from nst_pl.image_io import find_images, load_image, pad_to
 
-PathSpec = Union[str, Sequence[str]]
+PathSpec = str | Sequence[str]
 
 
 @dataclass

@@ -2,6 +2,7 @@
 with (`nst-pl fit` in cli.py, each experiment of `nst-pl compare` in compare.py), so that every run gets the same
 trainer defaults, seed, checks (`NSTCLI.before_fit`) and signal handling (`NSTCLI.fit`).
 """
+
 from __future__ import annotations
 
 import os
@@ -106,7 +107,8 @@ class NSTCLI(LightningCLI):
             saved = f"the images of step {trainer.global_step} are in '{images}'" if images else "no images were saved"
             resume = (
                 f"checkpoint '{ckpt}'; resume with the same arguments plus --ckpt_path '{ckpt}'"
-                if ckpt and Path(ckpt).exists() else "no checkpoint was written (no step had finished)"
+                if ckpt and Path(ckpt).exists()
+                else "no checkpoint was written (no step had finished)"
             )
             sys.stderr.write(f"nst-pl: stopped by {how} at step {trainer.global_step}: {saved}; {resume}\n")
         raise SystemExit(code)

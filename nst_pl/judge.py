@@ -14,10 +14,11 @@ content photo and style painting with one frozen VGG16 and fixed layers, in abso
 Lower content/style = closer; SSIM = 1 means identical to the photo. The numbers are only comparable between runs
 scored by the same judge (same weights and normalisation), so the table records which judge was used.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -2,6 +2,7 @@
 
 One implementation for the colour transfer (`color.match_color`) and the Wasserstein style loss (`losses`).
 """
+
 from __future__ import annotations
 
 import torch

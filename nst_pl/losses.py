@@ -7,15 +7,18 @@ float32 with autocast disabled: a Gram matrix of fp16 activations overflows to i
 Shapes: features are [N, C, H, W]; N is the number of pairs being optimised together. Every loss returns one value
 per pair, [N], so that a caller can weight, shard or sum pairs without re-deriving the reduction.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from nst_pl.linalg import sym_matrix_power
+
 
 def _fp32(x: Tensor) -> Tensor:
     return x.float()
@@ -78,7 +81,7 @@ def mean_std(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
 
 
 def mean_std_loss(features: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
-    """Squared error of per-channel mean and std (the statistics AdaIN matches; Huang & Belongie 2017), per pair: [N]."""
+    """Squared error of per-channel mean and std (what AdaIN matches; Huang & Belongie 2017), per pair: [N]."""
     with fp32_region():
         mu, sd = mean_std(features)
         return (mu - target[0]).pow(2).mean(1) + (sd - target[1]).pow(2).mean(1)
@@ -116,8 +119,11 @@ def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) ->
         c = cov.shape[-1]
         mean_term = (mu - mu_t).pow(2).sum(1)
         cross = sym_matrix_power(sqrt_t @ cov @ sqrt_t, 0.5, floor=1e-8)
-        cov_term = (cov.diagonal(dim1=-2, dim2=-1).sum(-1) + cov_t.diagonal(dim1=-2, dim2=-1).sum(-1)
-                    - 2 * cross.diagonal(dim1=-2, dim2=-1).sum(-1))
+        cov_term = (
+            cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+            + cov_t.diagonal(dim1=-2, dim2=-1).sum(-1)
+            - 2 * cross.diagonal(dim1=-2, dim2=-1).sum(-1)
+        )
         return (mean_term + cov_term.clamp_min(0)) / c
 
 

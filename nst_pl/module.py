@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from nst_pl.color import match_color, transfer_luminance
 from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
-from nst_pl.color import match_color, transfer_luminance
 from nst_pl.image_io import load_image
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, Objective
 
@@ -38,7 +38,7 @@ class StyleTransfer(pl.LightningModule):
     def __init__(
         self,
         extractor: FeatureExtractor,
-        content_layers: list[str] = ["relu4_2"],
+        content_layers: list[str] = None,
         style_layers: list[str] = DEFAULT_STYLE_LAYERS,
         content_layer_weights: list[float] | None = None,
         style_layer_weights: list[float] | None = None,
@@ -85,6 +85,8 @@ class StyleTransfer(pl.LightningModule):
             optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.007}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
+        if content_layers is None:
+            content_layers = ["relu4_2"]
         super().__init__()
         self.save_hyperparameters(ignore=["extractor", "optimizer"])
         if preserve_color not in ("none", "luminance", "histogram"):
@@ -94,8 +96,18 @@ class StyleTransfer(pl.LightningModule):
         # The objective holds the extractor OUT of the module tree on purpose: it is not a parameter, must not be
         # saved in checkpoints (550 MB for VGG19), broadcast by DDP or put in train mode.
         self.objective = Objective(
-            extractor, content_layers, style_layers, content_layer_weights, style_layer_weights, content_weight,
-            style_weight, tv_weight, style_loss, relative_losses, scales, scale_steps,
+            extractor,
+            content_layers,
+            style_layers,
+            content_layer_weights,
+            style_layer_weights,
+            content_weight,
+            style_weight,
+            tv_weight,
+            style_loss,
+            relative_losses,
+            scales,
+            scale_steps,
         )
         self.init = init
         self.ema_decay = ema_decay

@@ -65,7 +65,9 @@ class Objective:
             if not (w >= 0 and math.isfinite(w)):
                 raise ConfigError(f"model.{name} must be a finite number >= 0, got {w}")
         if style_loss not in losses.STYLE_LOSSES:
-            raise ConfigError(f"unknown model.style_loss {style_loss!r}; choose one of {', '.join(losses.STYLE_LOSSES)}")
+            raise ConfigError(
+                f"unknown model.style_loss {style_loss!r}; choose one of {', '.join(losses.STYLE_LOSSES)}"
+            )
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
         self.style_loss = losses.STYLE_LOSSES[style_loss]
         self.relative_losses = relative_losses

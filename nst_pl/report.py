@@ -4,14 +4,16 @@ the previous version or the new one, never a partial file), as every file nst-pl
 
 Running the experiments and scoring them is compare.py's part; it fills the records.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -24,8 +26,18 @@ HEADER_HEIGHT = 24
 DEFAULT_TILE = 160
 
 CSV_FIELDS = [
-    "experiment", "pair", "status", "extractor", "weights", "steps", "judge_content", "judge_style", "ssim",
-    "wall_time_s", "peak_mem_mb", "reason",
+    "experiment",
+    "pair",
+    "status",
+    "extractor",
+    "weights",
+    "steps",
+    "judge_content",
+    "judge_style",
+    "ssim",
+    "wall_time_s",
+    "peak_mem_mb",
+    "reason",
 ]
 
 
@@ -64,12 +76,35 @@ def write_tables(results: Sequence[Result], out: Path, judge_description: str) -
     for r in results:
         w.writerow([_fmt(getattr(r, k)) if isinstance(getattr(r, k), float) else getattr(r, k) for k in CSV_FIELDS])
     atomic_write_bytes(out / "metrics.csv", table.getvalue().encode())
-    md_fields = ["experiment", "pair", "extractor", "weights", "steps", "judge_content", "judge_style", "ssim",
-                 "wall_time_s", "peak_mem_mb"]
-    headers = ["experiment", "pair", "extractor", "weights", "steps", "judge content ↓", "judge style ↓",
-               "SSIM to content", "wall time (s)", "peak mem (MB)"]
-    mem_note = ("peak torch.cuda.max_memory_allocated" if torch.cuda.is_available()
-                else "peak RSS increase over the run (sampled every 20 ms)")
+    md_fields = [
+        "experiment",
+        "pair",
+        "extractor",
+        "weights",
+        "steps",
+        "judge_content",
+        "judge_style",
+        "ssim",
+        "wall_time_s",
+        "peak_mem_mb",
+    ]
+    headers = [
+        "experiment",
+        "pair",
+        "extractor",
+        "weights",
+        "steps",
+        "judge content ↓",
+        "judge style ↓",
+        "SSIM to content",
+        "wall time (s)",
+        "peak mem (MB)",
+    ]
+    mem_note = (
+        "peak torch.cuda.max_memory_allocated"
+        if torch.cuda.is_available()
+        else "peak RSS increase over the run (sampled every 20 ms)"
+    )
     lines = [
         f"Judge: {judge_description}; content = MSE at relu4_2, style = mean Gram MSE over relu1_1…relu5_1 "
         f"(absolute, not the experiments' own losses); memory = {mem_note}.",
@@ -168,5 +203,3 @@ def _draw_label(draw: ImageDraw.ImageDraw, font, text: str, xy: tuple[int, int],
     line_h = 12
     for k, line in enumerate(lines[: max(1, height // line_h)]):
         draw.text((xy[0], xy[1] + k * line_h), line, fill="black", font=font)
-
-

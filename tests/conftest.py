@@ -1,5 +1,6 @@
 """Shared test helpers, defined once: tiny images, the offline weights (optional), shallow layers, a small Trainer
 and fit, one-thread mode, and a fake PNG. Test modules import them (`from conftest import ...`), never each other."""
+
 from __future__ import annotations
 
 import os
@@ -91,8 +92,13 @@ def tiny_trainer(tmp_path: Path, max_steps: int = 3, callbacks=(), **kw):
 
     args = dict(TRAINER_DEFAULTS)
     args.update(
-        max_steps=max_steps, default_root_dir=str(tmp_path), accelerator="cpu", devices=1,
-        enable_progress_bar=False, enable_checkpointing=False, log_every_n_steps=1,
+        max_steps=max_steps,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
         callbacks=list(callbacks),
     )
     args.update(kw)

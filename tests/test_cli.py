@@ -1,12 +1,13 @@
 """Every shipped YAML parses and runs end to end through `nst-pl fit` (tiny images, random weights)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from nst_pl.cli import main
 
 # compare_*.yaml hold options of `nst-pl compare` (tests/test_compare.py), not `fit` configs.
@@ -16,11 +17,26 @@ CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not p.name.sta
 def tiny_args(tmp_path: Path, pair_dirs, steps: int = 2) -> list[str]:
     content, style = pair_dirs
     return [
-        "--model.extractor.init_args.weights", "null",
-        "--data.content", str(content), "--data.style", str(style), "--data.image_size", "80",
-        "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-        "--image_logger.every_n_steps", "1",
+        "--model.extractor.init_args.weights",
+        "null",
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--data.image_size",
+        "80",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--image_logger.every_n_steps",
+        "1",
     ]
 
 
@@ -62,15 +78,33 @@ def test_help_lists_model_options(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     out = capsys.readouterr().out
-    for option in ("--model.style_weight", "--data.image_size", "--image_logger.every_n_steps", "--model.preserve_color"):
+    for option in (
+        "--model.style_weight",
+        "--data.image_size",
+        "--image_logger.every_n_steps",
+        "--model.preserve_color",
+    ):
         assert option in out
 
 
 def test_command_line_overrides_data(tmp_path, pair_dirs):
     content, style = pair_dirs
-    main(["fit", "--config", str(REPO / "configs" / "vgg19.yaml"), *tiny_args(tmp_path, pair_dirs),
-          "--data.content", str(content / "photo.png"), "--data.style", str(style / "paint.png")])
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "vgg19.yaml"),
+            *tiny_args(tmp_path, pair_dirs),
+            "--data.content",
+            str(content / "photo.png"),
+            "--data.style",
+            str(style / "paint.png"),
+        ]
+    )
     run = next((tmp_path / "lightning_logs").iterdir())
     assert [p.name for p in (run / "images").iterdir()] == ["photo__paint"]
     assert sorted(p.name for p in (run / "images" / "photo__paint").iterdir()) == [
-        "step_000000.png", "step_000001.png", "step_000002.png"]
+        "step_000000.png",
+        "step_000001.png",
+        "step_000002.png",
+    ]

@@ -82,8 +82,12 @@ def test_match_color_unchanged_by_the_shared_matrix_power(eps):
     flat = torch.full((2, 3, 8, 8), 0.5)
     two_colours = flat.clone()
     two_colours[:, :, :4] = 0.9
-    cases = [(coloured(4, 2, (20, 16)), coloured(5, 2, (12, 12))), (flat, coloured(6, 1, (8, 8))),
-             (coloured(7, 2, (8, 8)), two_colours), (coloured(8, 1, (9, 9)).double(), coloured(9, 1, (5, 7)))]
+    cases = [
+        (coloured(4, 2, (20, 16)), coloured(5, 2, (12, 12))),
+        (flat, coloured(6, 1, (8, 8))),
+        (coloured(7, 2, (8, 8)), two_colours),
+        (coloured(8, 1, (9, 9)).double(), coloured(9, 1, (5, 7))),
+    ]
     for output, reference in cases:
         assert torch.equal(match_color(output, reference, eps), reference_match_color(output, reference, eps))
 

@@ -1,4 +1,5 @@
 """`nst-pl compare`: option parsing, per-experiment overrides, failure isolation, and the quick study end to end."""
+
 from __future__ import annotations
 
 import csv
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from nst_pl import compare, report
 from nst_pl.compare import overrides_for, parse_args
 from nst_pl.report import HEADER_HEIGHT, LABEL_WIDTH
@@ -28,10 +29,14 @@ def test_overrides_apply_to_all_or_to_matching_experiments():
         "data.content=C:/x=1",
     ]
     assert overrides_for("alexnet_1", overrides) == [
-        "--model.extractor.init_args.weights", "null",
-        "--model.extractor.init_args.weights", "../w.pth",
-        "--model.style_layers", "[relu1, relu2]",
-        "--data.content", "C:/x=1",
+        "--model.extractor.init_args.weights",
+        "null",
+        "--model.extractor.init_args.weights",
+        "../w.pth",
+        "--model.style_layers",
+        "[relu1, relu2]",
+        "--data.content",
+        "C:/x=1",
     ]
     assert "--trainer.precision" in overrides_for("vgg19_2", overrides)
     assert "../w.pth" not in overrides_for("vgg19_2", overrides)
@@ -39,10 +44,17 @@ def test_overrides_apply_to_all_or_to_matching_experiments():
 
 def test_options_file_then_command_line(tmp_path):
     opts = tmp_path / "o.yaml"
-    opts.write_text(yaml.safe_dump({
-        "configs": [str(REPO / "configs" / "experiments" / "vgg19_*.yaml")],
-        "steps": 7, "snapshots": [5, 2, 5], "data.content": "a.jpg", "override": ["model.style_weight=1"],
-    }))
+    opts.write_text(
+        yaml.safe_dump(
+            {
+                "configs": [str(REPO / "configs" / "experiments" / "vgg19_*.yaml")],
+                "steps": 7,
+                "snapshots": [5, 2, 5],
+                "data.content": "a.jpg",
+                "override": ["model.style_weight=1"],
+            }
+        )
+    )
     args = parse_args(["--options", str(opts), "--steps", "9", "--override", "trainer.precision=bf16-mixed"])
     assert [p.stem for p in args.configs] == [p.stem for p in EXPERIMENTS if p.stem.startswith("vgg19_")]
     assert args.steps == 9  # the command line wins
@@ -54,14 +66,17 @@ def test_options_file_then_command_line(tmp_path):
     assert parse_args(["--configs", str(EXPERIMENTS[0]), "--snapshots", "1000,10000"]).snapshots == [1000, 10000]
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "give the experiment configs"),
-    (["--configs", "nope/*.yaml"], "matches no file"),
-    (["--configs", "missing.yaml"], "not found"),
-    (["--configs", str(EXPERIMENTS[0]), "--snapshots", "10,ten"], "comma-separated"),
-    (["--configs", str(EXPERIMENTS[0]), "--override", "novalue"], "KEY=VALUE"),
-    (["--configs", str(EXPERIMENTS[0]), str(EXPERIMENTS[0])], "share the experiment name"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give the experiment configs"),
+        (["--configs", "nope/*.yaml"], "matches no file"),
+        (["--configs", "missing.yaml"], "not found"),
+        (["--configs", str(EXPERIMENTS[0]), "--snapshots", "10,ten"], "comma-separated"),
+        (["--configs", str(EXPERIMENTS[0]), "--override", "novalue"], "KEY=VALUE"),
+        (["--configs", str(EXPERIMENTS[0]), str(EXPERIMENTS[0])], "share the experiment name"),
+    ],
+)
 def test_bad_options_are_refused_with_a_reason(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_args(argv)
@@ -78,14 +93,36 @@ def test_one_failed_experiment_does_not_stop_the_others(tmp_path, pair_dirs, mon
     still runs, and both appear in the table and on the sheet."""
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _fail_download)
     content, style = pair_dirs
-    vgg, alex = REPO / "configs/experiments/vgg19_2_part_conv_content_averaged.yaml", \
-        REPO / "configs/experiments/alexnet_2_part_conv_content_averaged.yaml"
+    vgg, alex = (
+        REPO / "configs/experiments/vgg19_2_part_conv_content_averaged.yaml",
+        REPO / "configs/experiments/alexnet_2_part_conv_content_averaged.yaml",
+    )
     out = tmp_path / "out"
-    code = compare.main([
-        "--configs", str(alex), str(vgg), "--data.content", str(content), "--data.style", str(style),
-        "--image_size", "80", "--steps", "2", "--snapshots", "1", "--tile", "32", "--out", str(out),
-        "--judge_weights", "null", "--override", "vgg19*:model.extractor.init_args.weights=null",
-    ])
+    code = compare.main(
+        [
+            "--configs",
+            str(alex),
+            str(vgg),
+            "--data.content",
+            str(content),
+            "--data.style",
+            str(style),
+            "--image_size",
+            "80",
+            "--steps",
+            "2",
+            "--snapshots",
+            "1",
+            "--tile",
+            "32",
+            "--out",
+            str(out),
+            "--judge_weights",
+            "null",
+            "--override",
+            "vgg19*:model.extractor.init_args.weights=null",
+        ]
+    )
     assert code == 1
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [(r["experiment"], r["status"]) for r in rows] == [(alex.stem, "failed"), (vgg.stem, "ok")]
@@ -133,8 +170,9 @@ def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
     sheet = Image.open(out / "sheet.png")
     assert sheet.size == (LABEL_WIDTH + tile * columns, HEADER_HEIGHT + tile * 9)
     # the final cell differs from the snapshot cell only where the image changed, but it is never blank
-    final_cell = sheet.crop((LABEL_WIDTH + tile * (columns - 1), HEADER_HEIGHT, LABEL_WIDTH + tile * columns,
-                             HEADER_HEIGHT + tile))
+    final_cell = sheet.crop(
+        (LABEL_WIDTH + tile * (columns - 1), HEADER_HEIGHT, LABEL_WIDTH + tile * columns, HEADER_HEIGHT + tile)
+    )
     assert len(set(final_cell.getdata())) > 50
 
     # one TensorBoard run per experiment, with the judge's figures
@@ -149,11 +187,17 @@ def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- errors and signals
-@pytest.mark.parametrize("argv, words", [
-    (["--options", "/nonexistent/compare.yaml"], ["/nonexistent/compare.yaml"]),
-    (["--configs", str(EXPERIMENTS[0]), "--judge_weights", "/nonexistent.pth"], ["weights file not found",
-                                                                                  "/nonexistent.pth"]),
-], ids=["missing options file", "judge weights unavailable"])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--options", "/nonexistent/compare.yaml"], ["/nonexistent/compare.yaml"]),
+        (
+            ["--configs", str(EXPERIMENTS[0]), "--judge_weights", "/nonexistent.pth"],
+            ["weights file not found", "/nonexistent.pth"],
+        ),
+    ],
+    ids=["missing options file", "judge weights unavailable"],
+)
 def test_user_errors_are_one_paragraph_without_traceback(argv, words, tmp_path, capsys):
     from nst_pl.cli import main
 
@@ -193,14 +237,33 @@ def _two_vgg_experiments() -> list[Path]:
 
 def _tiny_compare_args(pair_dirs, out: Path, *configs: Path, steps: int = 2) -> list[str]:
     content, style = pair_dirs
-    return ["--configs", *map(str, configs), "--data.content", str(content), "--data.style", str(style),
-            "--image_size", "64", "--steps", str(steps), "--tile", "32", "--out", str(out), "--judge_weights", "null",
-            "--override", "model.extractor.init_args.weights=null", "trainer.accelerator=cpu"]
+    return [
+        "--configs",
+        *map(str, configs),
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--image_size",
+        "64",
+        "--steps",
+        str(steps),
+        "--tile",
+        "32",
+        "--out",
+        str(out),
+        "--judge_weights",
+        "null",
+        "--override",
+        "model.extractor.init_args.weights=null",
+        "trainer.accelerator=cpu",
+    ]
 
 
 @pytest.mark.parametrize("how, code, words", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
-def test_a_signal_stops_the_comparison_and_writes_the_results_so_far(how, code, words, tmp_path, pair_dirs,
-                                                                     monkeypatch, capsys):
+def test_a_signal_stops_the_comparison_and_writes_the_results_so_far(
+    how, code, words, tmp_path, pair_dirs, monkeypatch, capsys
+):
     """Ctrl-C / SIGTERM during the second experiment: the run stops through the same fit wrapper as `nst-pl fit`
     (images and a checkpoint saved, exit code 128 + signal), and the table holds the first experiment."""
     import os
@@ -235,8 +298,9 @@ def test_runs_go_through_the_writable_folder_check(tmp_path, pair_dirs, monkeypa
 
     steps = []
     original = StyleTransfer.training_step
-    monkeypatch.setattr(StyleTransfer, "training_step",
-                        lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(
+        StyleTransfer, "training_step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k)
+    )
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     out = tmp_path / "out"

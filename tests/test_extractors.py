@@ -13,9 +13,9 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
+from conftest import OFFLINE_VGG16, SHARED
 from torch import nn
 
-from conftest import OFFLINE_VGG16, SHARED
 from nst_pl.extractors import (
     EXTRACTORS,
     VGG16,
@@ -33,16 +33,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CASES: dict[str, dict] = {
     "vgg19": dict(
         size=64,
-        shapes={
-            "relu1_1": (64, 64), "pool1": (64, 32), "relu3_1": (256, 16), "relu4_2": (512, 8), "relu5_4": (512, 4)
-        },
+        shapes={"relu1_1": (64, 64), "pool1": (64, 32), "relu3_1": (256, 16), "relu4_2": (512, 8), "relu5_4": (512, 4)},
         pair=("conv1_1", "relu1_1"),
         shallow="relu1_2",
     ),
     "vgg16": dict(
         size=64,
         shapes={
-            "conv1_1": (64, 64), "relu2_2": (128, 32), "relu3_1": (256, 16), "relu5_3": (512, 4), "pool5": (512, 2)
+            "conv1_1": (64, 64),
+            "relu2_2": (128, 32),
+            "relu3_1": (256, 16),
+            "relu5_3": (512, 4),
+            "pool5": (512, 2),
         },
         pair=("conv2_1", "relu2_1"),
         shallow="relu1_1",
@@ -379,6 +381,7 @@ def test_smoothing_per_layer_temperature_and_validation() -> None:
     layers = ["maxpool", "layer4"]
     p, h, c = plain(x, layers), hot(x, layers), cold(x, layers)
     torch.testing.assert_close(h["maxpool"], p["maxpool"])  # not listed: untouched
+
     def entropy(f: torch.Tensor) -> torch.Tensor:
         q = f / f.sum()
         return -torch.special.xlogy(q, q).sum()

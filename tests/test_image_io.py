@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, png_header_claiming
 from PIL import Image
 
-from conftest import REPO, png_header_claiming
 from nst_pl import image_io
 from nst_pl.errors import ImageError, OutputError
 from nst_pl.image_io import (
@@ -142,8 +142,18 @@ def test_webp_named_jpg_loads(tmp_path):
 
 @pytest.mark.parametrize(
     ("mode", "fmt"),
-    [("1", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "GIF"), ("RGB", "BMP"), ("RGBA", "PNG"),
-     ("CMYK", "TIFF"), ("I;16", "PNG"), ("I", "TIFF"), ("F", "TIFF")],
+    [
+        ("1", "PNG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("P", "GIF"),
+        ("RGB", "BMP"),
+        ("RGBA", "PNG"),
+        ("CMYK", "TIFF"),
+        ("I;16", "PNG"),
+        ("I", "TIFF"),
+        ("F", "TIFF"),
+    ],
 )
 def test_every_mode_gives_rgb_float(tmp_path, mode, fmt):
     path = tmp_path / f"img.{fmt.lower()}"
@@ -334,9 +344,7 @@ def test_save_image_is_atomic_on_failure(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary file left
 
 
-@pytest.mark.parametrize(
-    ("code", "words"), [(errno.ENOSPC, ("disk", "space")), (errno.EACCES, ("permission",))]
-)
+@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, ("disk", "space")), (errno.EACCES, ("permission",))])
 def test_save_image_write_errors_are_clear(tmp_path, monkeypatch, code, words):
     def fail(fd, data):
         raise OSError(code, os.strerror(code))
@@ -370,7 +378,7 @@ def test_atomic_write_bytes_replaces(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["data.csv"]
 
 
-@pytest.mark.parametrize("name", ["with space.png", "Ünïcødé 画.png", "a;b $(x) & `y`.png", "it's \"q\".png"])
+@pytest.mark.parametrize("name", ["with space.png", "Ünïcødé 画.png", "a;b $(x) & `y`.png", 'it\'s "q".png'])
 def test_awkward_file_names_round_trip(tmp_path, name):
     original = noise(9, 7)
     source = write(tmp_path / name, original)

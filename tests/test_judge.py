@@ -1,15 +1,15 @@
 """The judge network: absolute content/style losses in one fixed VGG16, and SSIM to the content."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from conftest import REPO
 
 from nst_pl.image_io import load_image
 from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_LAYERS, JUDGE_STYLE_LAYERS, Judge
-
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,14 @@ def _photo(h=48, w=64, seed=0) -> torch.Tensor:
 
 def test_fixed_layers(judge):
     # the same for every experiment whatever its own extractor
-    assert sorted(JUDGE_LAYERS, key=judge.net.layer_index) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2",
-                                                               "relu5_1"]
+    assert sorted(JUDGE_LAYERS, key=judge.net.layer_index) == [
+        "relu1_1",
+        "relu2_1",
+        "relu3_1",
+        "relu4_1",
+        "relu4_2",
+        "relu5_1",
+    ]
     assert JUDGE_CONTENT_LAYER == "relu4_2" and len(JUDGE_STYLE_LAYERS) == 5
     assert judge.description == "VGG16 (random, auto (imagenet))"
 

@@ -1,4 +1,5 @@
 """Loss functions: values, float32 under autocast, finiteness with large activations."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,14 +55,13 @@ def test_style_losses_have_gradients(kind):
 def test_wasserstein_matches_closed_form_for_diagonal_gaussians():
     # For commuting (diagonal) covariances W2² = |Δμ|² + Σ (σ1 − σ2)²; the loss divides by C.
     torch.manual_seed(0)
-    n = 4096
     a = torch.randn(1, 2, 64, 64) * torch.tensor([1.0, 2.0])[None, :, None, None]
     b = torch.randn(1, 2, 64, 64) * torch.tensor([3.0, 0.5])[None, :, None, None] + 1.0
     got = losses.wasserstein_loss(b, losses.wasserstein_target(a)).item()
     sa = a.flatten(2).std(2, unbiased=False)[0]
     sb = b.flatten(2).std(2, unbiased=False)[0]
     mu = (b.flatten(2).mean(2) - a.flatten(2).mean(2))[0]
-    expected = ((mu ** 2).sum() + ((sa - sb) ** 2).sum()).item() / 2
+    expected = ((mu**2).sum() + ((sa - sb) ** 2).sum()).item() / 2
     assert got == pytest.approx(expected, rel=0.05)
 
 

@@ -1,17 +1,19 @@
 """StyleTransfer + PairDataModule + ImageLogger driven through a real Trainer (tiny images, random weights)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 from PIL import Image
 
-from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 from nst_pl.callbacks import ImageLogger
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
+
 
 def test_image_is_the_only_trainable_parameter(tmp_path, pair_dirs):
     model, data, _ = fit(tmp_path, *pair_dirs, max_steps=1)
@@ -122,8 +124,9 @@ def test_real_weights_halve_the_style_loss(tmp_path, offline_vgg16):
     rec = LossRecorder()
     torch.manual_seed(0)
     model = StyleTransfer(VGG16(weights=str(offline_vgg16), normalization="caffe"))
-    data = PairDataModule(content=str(REPO / "images" / "tubingen.jpg"), style=str(REPO / "style" / "starry_night.jpg"),
-                          image_size=64)
+    data = PairDataModule(
+        content=str(REPO / "images" / "tubingen.jpg"), style=str(REPO / "style" / "starry_night.jpg"), image_size=64
+    )
     tiny_trainer(tmp_path, max_steps=40, callbacks=[rec]).fit(model, datamodule=data)
     first, last = rec.values[0]["loss/style"], rec.values[-1]["loss/style"]
     assert last <= 0.5 * first, (first, last)

@@ -1,12 +1,13 @@
 """Each recipe option (issue 3) shows its effect in a short run (tiny images, random weights)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
+
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger
 from nst_pl.data import PairDataModule
@@ -36,8 +37,7 @@ def test_lbfgs_makes_one_evaluation_per_step_and_lowers_the_loss(tmp_path, pair_
 
 def test_lbfgs_with_several_iterations_is_refused(tmp_path, pair_dirs):
     with pytest.raises(ValueError, match="max_iter: 1"):
-        fit(tmp_path, *pair_dirs, max_steps=1,
-            model_kw={"optimizer": lambda p: torch.optim.LBFGS(p, max_iter=5)})
+        fit(tmp_path, *pair_dirs, max_steps=1, model_kw={"optimizer": lambda p: torch.optim.LBFGS(p, max_iter=5)})
 
 
 def test_coarse_to_fine_schedule_and_final_size(tmp_path, pair_dirs):
@@ -47,12 +47,18 @@ def test_coarse_to_fine_schedule_and_final_size(tmp_path, pair_dirs):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             sizes.append(pl_module.objective.view_size(trainer.global_step))
 
-    model, data, trainer = fit(tmp_path, *pair_dirs, max_steps=6, callbacks=[Spy(), ImageLogger(every_n_steps=0)],
-                               model_kw={"scales": [24, 36], "scale_steps": [2, 2]})
+    model, data, trainer = fit(
+        tmp_path,
+        *pair_dirs,
+        max_steps=6,
+        callbacks=[Spy(), ImageLogger(every_n_steps=0)],
+        model_kw={"scales": [24, 36], "scale_steps": [2, 2]},
+    )
     assert sizes == [(20, 24), (20, 24), (30, 36), (30, 36), (40, 48), (40, 48)]
     assert set(model.objective._targets) == {(20, 24), (30, 36), (40, 48)}  # targets once per scale
     assert model.image.shape[-2:] == (40, 48)  # the parameter never changes shape
     from PIL import Image
+
     with Image.open(Path(trainer.log_dir) / "images" / "photo__paint" / "step_000006.png") as im:
         assert im.size == (48, 40)
 
@@ -176,8 +182,13 @@ def test_preserve_color_histogram_measures_the_real_image_not_the_padding(tmp_pa
 def test_no_content_layers_is_pure_texture_synthesis(tmp_path, pair_dirs, tv_weight):
     # content_layers: [] used to crash (zeros_like / .detach() of a float): now the content term is zero.
     rec = LossRecorder()
-    model, *_ = fit(tmp_path, *pair_dirs, max_steps=6, callbacks=[rec],
-                    model_kw={"content_layers": [], "init": "noise", "tv_weight": tv_weight})
+    model, *_ = fit(
+        tmp_path,
+        *pair_dirs,
+        max_steps=6,
+        callbacks=[rec],
+        model_kw={"content_layers": [], "init": "noise", "tv_weight": tv_weight},
+    )
     assert rec.values[-1]["loss/content"] == 0
     assert rec.values[-1]["loss/style"] < rec.values[0]["loss/style"]
     assert torch.isfinite(model.image).all()

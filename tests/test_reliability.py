@@ -5,6 +5,7 @@ codes matter) with tiny images and random weights. The subprocess runs are start
 background, as soon as the module starts (see `runs`): each costs ~10 s of imports, and they overlap with the
 in-process tests instead of adding up.
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,14 +25,14 @@ import pytest
 import torch
 import torchvision
 import yaml
+from conftest import REPO, SHALLOW_CLI, make_image, png_header_claiming
 from PIL import Image
 
-from conftest import REPO, SHALLOW_CLI, make_image, png_header_claiming
 from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
-from nst_pl.errors import ImageError, OutputError
 from nst_pl.cli import NSTCLI, USER_ERRORS, main
 from nst_pl.data import PairDataModule
+from nst_pl.errors import ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.module import StyleTransfer, averaged_image
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, _layer_weights
@@ -49,16 +50,34 @@ def inputs(root: Path) -> tuple[Path, Path]:
     return content, style
 
 
-def fit_args(root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True
-             ) -> list[str]:
+def fit_args(
+    root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True
+) -> list[str]:
     return [
         "fit",
-        "--model.extractor", "nst_pl.extractors.VGG19", "--model.extractor.init_args.weights", "null",
+        "--model.extractor",
+        "nst_pl.extractors.VGG19",
+        "--model.extractor.init_args.weights",
+        "null",
         *(SHALLOW_CLI if shallow else ()),
-        "--data.content", str(content), "--data.style", str(style), "--data.image_size", str(size),
-        "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root / "out"),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-        "--image_logger.every_n_steps", "1",
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--data.image_size",
+        str(size),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.default_root_dir",
+        str(root / "out"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--image_logger.every_n_steps",
+        "1",
         *extra,
     ]
 
@@ -78,7 +97,7 @@ def assert_clear_error(code: int, err: str, *words: str) -> str:
     assert code == 2, err
     assert "Traceback" not in err
     assert err.count("nst-pl: error:") == 1, err
-    paragraph = err[err.index("nst-pl: error:"):]
+    paragraph = err[err.index("nst-pl: error:") :]
     for word in words:
         assert word in paragraph, f"{word!r} not in {paragraph!r}"
     assert len(paragraph.strip().splitlines()) <= 8, paragraph  # a paragraph, not a dump
@@ -141,7 +160,12 @@ class Background:
         environment = dict(os.environ, PYTHONPATH=str(REPO), PL_DISABLE_FORK="1", OMP_NUM_THREADS="1", **(env or {}))
         environment.pop("NST_PL_DEBUG", None)
         self.proc = subprocess.Popen(
-            argv, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            argv,
+            cwd=root,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,  # a Ctrl-C on the test terminal does not reach it
         )
         self.sig, self.ready, self.err, self.signalled_at = sig, ready, "", None
@@ -175,13 +199,25 @@ def runs(tmp_path_factory):
     for name, sig in (("sigterm", signal.SIGTERM), ("sigint", signal.SIGINT)):
         root = tmp_path_factory.mktemp(name)
         content, style = inputs(root)
-        argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, content, style, 100_000),
-                "--checkpoint.every_n_train_steps", "0"]  # the only checkpoint is the one saved on the way out
+        argv = [
+            sys.executable,
+            "-m",
+            "nst_pl.cli",
+            *fit_args(root, content, style, 100_000),
+            "--checkpoint.every_n_train_steps",
+            "0",
+        ]  # the only checkpoint is the one saved on the way out
         started[name] = Background(argv, root, sig, ready="step_000001.png")
     root = tmp_path_factory.mktemp("sigkill")
     content, style = inputs(root)
-    argv = [sys.executable, "-c", KILL_DURING_CHECKPOINT, *fit_args(root, content, style, 50),
-            "--checkpoint.every_n_train_steps", "1"]
+    argv = [
+        sys.executable,
+        "-c",
+        KILL_DURING_CHECKPOINT,
+        *fit_args(root, content, style, 50),
+        "--checkpoint.every_n_train_steps",
+        "1",
+    ]
     started["sigkill"] = Background(argv, root, env={"NST_TEST_KILL_AT": "3"})
     root = tmp_path_factory.mktemp("terminal")
     content, style = inputs(root)
@@ -231,8 +267,12 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
     cls = EXTRACTORS[name]
     # The shipped config of this extractor (its layers), if there is one; else StyleTransfer's default layers.
     fit_configs = [(p, yaml.safe_load(p.read_text())) for p in sorted((REPO / "configs").glob("*.yaml"))]
-    shipped = [p for p, raw in fit_configs if "model" in raw  # compare_*.yaml hold compare options, not a fit
-               and raw["model"]["extractor"]["class_path"].endswith(f".{cls.__name__}")]
+    shipped = [
+        p
+        for p, raw in fit_configs
+        if "model" in raw  # compare_*.yaml hold compare options, not a fit
+        and raw["model"]["extractor"]["class_path"].endswith(f".{cls.__name__}")
+    ]
     config = shipped[0] if shipped else None
     extra = ["--config", str(config)] if config else []
     args = fit_args(tmp_path, content, style, 2, 16, shallow=False)  # 48x40 -> 16x13 px
@@ -279,14 +319,18 @@ def test_genuine_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- 2. config
 CONFIG_ERRORS = {
-    "unknown extractor": (["--model.extractor", "nst_pl.extractors.VGG99"],
-                          ["VGG99", "Valid extractors", "nst_pl.extractors.VGG19", "nst_pl.extractors.ResNet50"]),
+    "unknown extractor": (
+        ["--model.extractor", "nst_pl.extractors.VGG99"],
+        ["VGG99", "Valid extractors", "nst_pl.extractors.VGG19", "nst_pl.extractors.ResNet50"],
+    ),
     "unknown layer": (["--model.style_layers", "[relu1_1, relu9_9]"], ["'relu9_9'", "valid layers", "relu5_1"]),
     "negative style weight": (["--model.style_weight", "-1"], ["model.style_weight", ">= 0"]),
     "zero layer weights": (["--model.style_layer_weights", "[0, 0, 0, 0, 0]"], ["model.style_layer_weights"]),
     "zero image size": (["--data.image_size", "0"], ["data.image_size", "positive"]),
-    "negative learning rate": (["--model.optimizer", "torch.optim.Adam", "--model.optimizer.init_args.lr", "-1"],
-                               ["model.optimizer", "learning rate"]),
+    "negative learning rate": (
+        ["--model.optimizer", "torch.optim.Adam", "--model.optimizer.init_args.lr", "-1"],
+        ["model.optimizer", "learning rate"],
+    ),
     "negative save period": (["--image_logger.every_n_steps", "-1"], ["image_logger.every_n_steps", ">= 0"]),
     "style_blend length": (["--data.style_blend", "[0.5, 0.5]"], ["data.style_blend", "2 value", "1 style"]),
     "value starting with -": (["--data.content", "-photo.jpg"], ["--data.content", "--data.content=-photo.jpg"]),
@@ -339,8 +383,15 @@ def test_local_weights_that_do_not_fit_name_the_keys(tmp_path, capsys):
     args = fit_args(tmp_path, content, style)
     args[args.index("--model.extractor.init_args.weights") + 1] = str(wrong)
     code, err = run(args, capsys)
-    assert_clear_error(code, err, "do not fit", "missing key", "features.2.weight", "shape mismatch",
-                       "features.0.weight (file (64, 3, 11, 11), VGG19 (64, 3, 3, 3))")
+    assert_clear_error(
+        code,
+        err,
+        "do not fit",
+        "missing key",
+        "features.2.weight",
+        "shape mismatch",
+        "features.0.weight (file (64, 3, 11, 11), VGG19 (64, 3, 3, 3))",
+    )
 
 
 # -------------------------------------------------------------------------------------------- 4. numerics
@@ -377,8 +428,12 @@ def _poison_extractor(monkeypatch, after: int, how: str) -> None:
 def ckpt_output(ckpt: dict) -> torch.Tensor:
     """The first pair's output image as the checkpoint holds it: the bias-corrected EMA when averaging is on."""
     state = ckpt["state_dict"]
-    image = averaged_image(state["image"], state.get("image_ema"), int(state.get("ema_steps", 0)),
-                           ckpt["hyper_parameters"].get("ema_decay"))
+    image = averaged_image(
+        state["image"],
+        state.get("image_ema"),
+        int(state.get("ema_steps", 0)),
+        ckpt["hyper_parameters"].get("ema_decay"),
+    )
     return image[0].clamp(0, 1)
 
 
@@ -456,8 +511,13 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, c
 
 
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
-    cli = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False,
-                 args=fit_args(tmp_path, *inputs(tmp_path))[1:])
+    cli = NSTCLI(
+        StyleTransfer,
+        PairDataModule,
+        run=False,
+        auto_configure_optimizers=False,
+        args=fit_args(tmp_path, *inputs(tmp_path))[1:],
+    )
     assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
     io_ = AtomicCheckpointIO()
     path = tmp_path / "ckpts" / "last.ckpt"
@@ -502,7 +562,7 @@ def test_hostile_file_names_on_the_command_line(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = fit_args(tmp_path, name, style)[1:]
     i = args.index("--data.content")
-    args[i:i + 2] = [f"--data.content={name}"]
+    args[i : i + 2] = [f"--data.content={name}"]
     cli = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False, args=args)
     assert [p.content for p in cli.datamodule.pairs] == [Path(name)]
     assert [p.name for p in cli.datamodule.pairs] == [f"{HOSTILE[name]}__paint"]
@@ -522,8 +582,13 @@ def test_duplicate_contents_get_distinct_stable_pair_names(tmp_path, capsys):
     assert torch.equal(first["photo__paint"], first["photo__paint-3"])  # the same photo twice
     assert not torch.equal(first["photo__paint"], first["photo__paint-2"])  # another photo, same file name
     # Stable: the same list gives the same names, in the same order, every time.
-    again = NSTCLI(StyleTransfer, PairDataModule, run=False, auto_configure_optimizers=False,
-                   args=fit_args(tmp_path, contents, style, 1)[1:])
+    again = NSTCLI(
+        StyleTransfer,
+        PairDataModule,
+        run=False,
+        auto_configure_optimizers=False,
+        args=fit_args(tmp_path, contents, style, 1)[1:],
+    )
     assert [p.name for p in again.datamodule.pairs] == expected
 
 

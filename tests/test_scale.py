@@ -2,6 +2,7 @@
 
 Tiny images (32–64 px), random weights, a few steps each: the maths is the same as at 512 px, only cheaper.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import REPO, SHALLOW, SHALLOW_CLI, fit, make_image, tiny_trainer
 from pytorch_lightning.plugins import MixedPrecision
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from conftest import REPO, SHALLOW, SHALLOW_CLI, fit, make_image, tiny_trainer
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger, LastCheckpoint
 from nst_pl.cli import main
@@ -92,7 +93,7 @@ def test_mixed_precision_gives_the_same_picture_with_half_features_and_fp32_loss
     """bf16-mixed and the real fp16 path (autocast fp16 + gradient scaler) against 32-true, k Adam steps each."""
     steps = 5
     ref, data, _ = fit(tmp_path / "fp32", *pair_dirs, max_steps=steps)
-    start, moved = data.images.content, (ref.image.detach() - data.images.content).abs().mean()
+    _start, moved = data.images.content, (ref.image.detach() - data.images.content).abs().mean()
     assert moved > 0.02  # the picture did change (Adam moves a pixel by at most lr = 0.007 per step)
     for precision, low in (("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16)):
         torch.manual_seed(0)
@@ -188,20 +189,51 @@ def _three_pairs(tmp_path: Path) -> tuple[Path, Path]:
 
 def _ddp_args(root: Path, content: Path, style: Path, steps: int) -> list[str]:
     return [
-        "fit", "--config", str(REPO / "configs" / "ddp.yaml"), *SHALLOW_CLI, *NO_SCALES_CLI,
-        "--model.extractor.init_args.weights", "null",
-        "--data.content", str(content), "--data.style", str(style), "--data.image_size", "40",
-        "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root),
-        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-        "--trainer.log_every_n_steps", "1", "--image_logger.every_n_steps", "2",
+        "fit",
+        "--config",
+        str(REPO / "configs" / "ddp.yaml"),
+        *SHALLOW_CLI,
+        *NO_SCALES_CLI,
+        "--model.extractor.init_args.weights",
+        "null",
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--data.image_size",
+        "40",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--image_logger.every_n_steps",
+        "2",
         # SGD, not Adam: Adam is invariant to the gradient's scale, so it would hide a missing world-size factor
         # (DDP averages gradients); SGD also keeps float noise from being amplified into whole lr-sized steps.
-        "--model.optimizer", "torch.optim.SGD", "--model.optimizer.init_args.lr", "5",
+        "--model.optimizer",
+        "torch.optim.SGD",
+        "--model.optimizer.init_args.lr",
+        "5",
     ]
 
 
-_RENDEZVOUS = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
-               "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID"}
+_RENDEZVOUS = {
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+}
 
 
 def _run_dir(root: Path) -> Path:
@@ -232,12 +264,27 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
     # Without the rendezvous variables of this process: an in-process `strategy: ddp` run (tests/test_cli.py runs
     # configs/ddp.yaml on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
     env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
-    env.update(PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
-               PL_DISABLE_FORK="1")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        PL_DISABLE_FORK="1",
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "nst_pl.cli", *_ddp_args(tmp_path / "two", content, style, steps),
-         "--trainer.devices", "2", "--trainer.strategy", "ddp"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "nst_pl.cli",
+            *_ddp_args(tmp_path / "two", content, style, steps),
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr + proc.stdout  # really two ranks
@@ -285,12 +332,37 @@ def test_vgg19_checkpoint_holds_images_and_optimizer_state_not_weights(tmp_path)
     c, s = tmp_path / "c", tmp_path / "s"
     make_image(c / "photo.png", (256, 256), seed=1)
     make_image(s / "paint.png", (64, 64), seed=2, kind="stripes")
-    main([
-        "fit", "--config", str(REPO / "configs" / "vgg19.yaml"), "--model.extractor.init_args.weights", "null",
-        "--model.scales", "null", "--model.scale_steps", "null", "--data.content", str(c), "--data.style", str(s), "--data.image_size", "256", "--data.style_size", "64",
-        "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "vgg19.yaml"),
+            "--model.extractor.init_args.weights",
+            "null",
+            "--model.scales",
+            "null",
+            "--model.scale_steps",
+            "null",
+            "--data.content",
+            str(c),
+            "--data.style",
+            str(s),
+            "--data.image_size",
+            "256",
+            "--data.style_size",
+            "64",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     ckpt_path = _run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     image_bytes = 3 * 256 * 256 * 4  # one float32 image
     size = ckpt_path.stat().st_size
@@ -304,12 +376,34 @@ def test_vgg19_checkpoint_holds_images_and_optimizer_state_not_weights(tmp_path)
 
 def _cli_resume_args(root, content, style, steps, *extra):
     return [
-        "fit", "--config", str(REPO / "configs" / "vgg19.yaml"), *SHALLOW_CLI, *NO_SCALES_CLI,
-        "--model.extractor.init_args.weights", "null",
-        "--data.content", str(content), "--data.style", str(style), "--data.image_size", "40",
-        "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1", "--trainer.enable_progress_bar", "false", "--image_logger.every_n_steps", "0",
-        "--checkpoint.every_n_train_steps", "2", *extra,
+        "fit",
+        "--config",
+        str(REPO / "configs" / "vgg19.yaml"),
+        *SHALLOW_CLI,
+        *NO_SCALES_CLI,
+        "--model.extractor.init_args.weights",
+        "null",
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--data.image_size",
+        "40",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--image_logger.every_n_steps",
+        "0",
+        "--checkpoint.every_n_train_steps",
+        "2",
+        *extra,
     ]
 
 
@@ -369,9 +463,13 @@ def test_resume_across_a_coarse_to_fine_boundary_with_ema_is_exact(tmp_path, pai
     full, full_model = run(tmp_path / "full")
     half, _ = run(tmp_path / "half", callbacks=[StopAt(3)])
     assert half["global_step"] == 3
-    resumed, resumed_model = run(tmp_path / "resumed", ckpt_path=_run_dir(tmp_path / "half") / "checkpoints" / "last.ckpt")
+    resumed, resumed_model = run(
+        tmp_path / "resumed", ckpt_path=_run_dir(tmp_path / "half") / "checkpoints" / "last.ckpt"
+    )
     assert full["global_step"] == 8
     _assert_same_state(full, resumed)
-    assert set(full_model.objective._targets) == set(resumed_model.objective._targets) == {(27, 32), (40, 48)}  # both phases ran
+    assert (
+        set(full_model.objective._targets) == set(resumed_model.objective._targets) == {(27, 32), (40, 48)}
+    )  # both phases ran
     for a, b in zip(full_model.output_images(), resumed_model.output_images()):
         assert torch.equal(a, b)

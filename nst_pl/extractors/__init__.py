@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .alexnet import AlexNet
 from nst_pl.errors import ConfigError, WeightsError
 
+from .alexnet import AlexNet
 from .base import FeatureExtractor
 from .resnet import ResNet50
 from .vgg import VGG16, VGG19

@@ -216,8 +216,7 @@ class FeatureExtractor(nn.Module):
         if bad:
             which = ", ".join(repr(n) for n in bad)
             raise ConfigError(
-                f"unknown layer{'s' if len(bad) > 1 else ''} {which} for {self._name}; "
-                f"valid layers: {self._valid_str}"
+                f"unknown layer{'s' if len(bad) > 1 else ''} {which} for {self._name}; valid layers: {self._valid_str}"
             )
 
     def _sorted(self, layers: Iterable[str]) -> list[str]:
