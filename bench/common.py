@@ -74,6 +74,26 @@ def row_sheet(rows, path: Path, height: int = 256) -> None:
     canvas.save(path, quality=88)
 
 
+def quiet_trainer(max_steps: int, root: str, callbacks):
+    """A CPU Trainer with nst-pl's defaults and nothing written: no logger, checkpoints or progress bar."""
+    import pytorch_lightning as pl
+
+    from nst_pl.fit import TRAINER_DEFAULTS
+
+    args = dict(TRAINER_DEFAULTS)
+    args.update(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=list(callbacks),
+    )
+    return pl.Trainer(**args)
+
+
 def median(xs) -> float:
     return statistics.median(xs)
 

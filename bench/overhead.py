@@ -24,10 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pytorch_lightning as pl  # noqa: E402
-from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, StepTimer, median  # noqa: E402
+from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, StepTimer, median, quiet_trainer  # noqa: E402
 
-from nst_pl.cli import TRAINER_DEFAULTS  # noqa: E402
 from nst_pl.data import PairDataModule  # noqa: E402
 from nst_pl.extractors import VGG19  # noqa: E402
 from nst_pl.module import StyleTransfer  # noqa: E402
@@ -69,18 +67,7 @@ def nst_round(extractor, size: int, steps: int, warmup: int, root: str) -> list[
     )
     data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
     timer = StepTimer()
-    args = dict(TRAINER_DEFAULTS)
-    args.update(
-        max_steps=warmup + steps,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=root,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[timer],
-    )
-    pl.Trainer(**args).fit(model, datamodule=data)
+    quiet_trainer(warmup + steps, root, [timer]).fit(model, datamodule=data)
     return timer.times[warmup:]
 
 

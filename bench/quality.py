@@ -31,10 +31,9 @@ from torchmetrics.functional import structural_similarity_index_measure as ssim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pytorch_lightning as pl  # noqa: E402
-from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, row_sheet  # noqa: E402
+from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop, quiet_trainer, row_sheet  # noqa: E402
 
 from nst_pl import losses  # noqa: E402
-from nst_pl.cli import TRAINER_DEFAULTS  # noqa: E402
 from nst_pl.data import PairDataModule  # noqa: E402
 from nst_pl.extractors import VGG16  # noqa: E402
 from nst_pl.image_io import load_image, to_pil  # noqa: E402
@@ -111,18 +110,7 @@ def run_ours(
                 self.t = time.perf_counter()
 
     total = steps_per_scale * len(scales) + final_steps
-    args = dict(TRAINER_DEFAULTS)
-    args.update(
-        max_steps=total,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=root,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[Eval()],
-    )
-    pl.Trainer(**args).fit(model, datamodule=data)
+    quiet_trainer(total, root, [Eval()]).fit(model, datamodule=data)
     return curve, model.output_images()[0], scales
 
 

@@ -76,18 +76,7 @@ def write_tables(results: Sequence[Result], out: Path, judge_description: str) -
     for r in results:
         w.writerow([_fmt(getattr(r, k)) if isinstance(getattr(r, k), float) else getattr(r, k) for k in CSV_FIELDS])
     atomic_write_bytes(out / "metrics.csv", table.getvalue().encode())
-    md_fields = [
-        "experiment",
-        "pair",
-        "extractor",
-        "weights",
-        "steps",
-        "judge_content",
-        "judge_style",
-        "ssim",
-        "wall_time_s",
-        "peak_mem_mb",
-    ]
+    md_fields = [f for f in CSV_FIELDS if f not in ("status", "reason")]
     headers = [
         "experiment",
         "pair",
