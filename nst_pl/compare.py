@@ -2,7 +2,7 @@
 
     nst-pl compare --configs configs/experiments/*.yaml --data.content images/tubingen.jpg \
         --data.style style/starry_night.jpg --steps 300 --image_size 128 --snapshots 100,200 --out out/study \
-        --judge_weights ../shared/weights/vgg16_caffe_hed.pth --judge_normalization caffe \
+        --judge_weights path/to/vgg16_caffe.pth --judge_normalization caffe \
         --override 'alexnet*:model.extractor.init_args.weights=null'
 
 Each config is an ordinary `nst-pl fit` config; they run one after the other in this process, each built by
