@@ -1,4 +1,4 @@
-"""`nst-pl`: the console script. `nst-pl fit --config configs/vgg19.yaml`; `nst-pl compare …` (compare.py).
+"""`nst-pl`: the console script. `nst-pl fit --config vgg19`; `nst-pl compare …` (compare.py).
 
 Every run is built by `nst_pl.fit.make_cli`, whichever subcommand starts it. What a user sees when something goes
 wrong (README, "What happens when …"):

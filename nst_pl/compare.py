@@ -1,6 +1,6 @@
 """`nst-pl compare`: run several experiment configs on the same pairs and put the results side by side.
 
-    nst-pl compare --configs configs/experiments/*.yaml --data.content images/tubingen.jpg \
+    nst-pl compare --configs nst_pl/configs/experiments/*.yaml --data.content images/tubingen.jpg \
         --data.style style/starry_night.jpg --steps 300 --image_size 128 --snapshots 100,200 --out out/study \
         --judge_weights ../shared/weights/vgg16_caffe_hed.pth --judge_normalization caffe \
         --override 'alexnet*:model.extractor.init_args.weights=null'
@@ -73,7 +73,7 @@ class OptionsFile(ActionConfigFile):
         path = Path(values)
         if not path.is_file():
             parser.error(
-                f"--options {values}: file not found (give a YAML file of options, e.g. configs/compare_quick.yaml)"
+                f"--options {values}: file not found (give a YAML file of options, e.g. nst_pl/configs/compare_quick.yaml)"
             )
         try:
             raw = yaml.safe_load(path.read_text())
@@ -102,7 +102,7 @@ def build_parser() -> CompareParser:
         "--options",
         action=OptionsFile,
         help="a YAML file of defaults for the options below (keys as the "
-        "option names, e.g. configs/compare_quick.yaml); the command line wins, and its --override values "
+        "option names, e.g. nst_pl/configs/compare_quick.yaml); the command line wins, and its --override values "
         "are added after the file's",
     )
     p.add_argument("--configs", type=str, nargs="+", help="experiment configs (globs are expanded)")
@@ -170,7 +170,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         override=list(cfg.override or []),
     )
     if not args.configs:
-        parser.error("give the experiment configs: --configs configs/experiments/*.yaml")
+        parser.error("give the experiment configs: --configs nst_pl/configs/experiments/*.yaml")
     args.configs = _expand(args.configs, parser)
     args.snapshots = _parse_snapshots(args.snapshots, parser)
     if isinstance(args.judge_weights, str) and args.judge_weights.lower() in ("null", "none"):

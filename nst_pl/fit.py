@@ -134,7 +134,7 @@ def make_cli(args: ArgsType = None, *, run: bool = True, exit_on_error: bool = T
     """Build (and with `run`, run) one NSTCLI with the package's trainer defaults, seed, parser and config saving.
 
     Args:
-        args: The command line after `nst-pl`, e.g. `["fit", "--config", "configs/vgg19.yaml"]` (None: sys.argv);
+        args: The command line after `nst-pl`, e.g. `["fit", "--config", "vgg19"]` (None: sys.argv);
             with `run=False`, without the subcommand.
         run: Run the subcommand (`before_fit`'s checks, then `fit` with its signal handling) before returning.
         exit_on_error: False raises parse errors (compare records them per experiment) instead of exiting 2.
