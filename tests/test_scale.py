@@ -262,7 +262,7 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
     main([*_ddp_args(tmp_path / "one", content, style, steps), "--trainer.devices", "1", "--trainer.strategy", "auto"])
     # Two processes through the real CLI: Lightning's launcher re-executes this command line for rank 1.
     # Without the rendezvous variables of this process: an in-process `strategy: ddp` run (tests/test_cli.py runs
-    # nst_pl/configs/ddp.yaml on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
+    # the ddp recipe on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
     env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
     env.update(
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
