@@ -194,3 +194,29 @@ def test_python_call_reports_unknown_options():
 
     with pytest.raises(ConfigError, match="unknown option 'styl_weight'"):
         stylize("a.jpg", "b.jpg", styl_weight=3)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python API example, as a notebook runs it, on tiny settings (random weights, 32 px, 2 steps)."""
+    import shutil
+
+    import nst_pl
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Python API") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", section.index("```python"))]
+    for folder in ("images", "style"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def tiny(*args, **kw):  # the example's options, made cheap: later keywords win over the example's
+        kw.update(image_size=32, max_steps=2, model__extractor__init_args__weights=None, scales=None, scale_steps=None)
+        kw.update(content_layers=["relu2_1"], style_layers=["relu1_1"], accelerator="cpu", devices=1)
+        calls.append(kw)
+        return stylize(*args, **kw)
+
+    monkeypatch.setattr(nst_pl, "stylize", tiny)
+    exec(compile(code, "README.md", "exec"), {})
+    assert len(calls) == 2
+    assert Image.open(tmp_path / "tubingen_starry.png").size == (32, 24)  # tubingen.jpg is 4:3
