@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
@@ -115,6 +116,10 @@ class NSTCLI(LightningCLI):
         # replaced: a CheckpointIO plugin the user configured is kept.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # TensorBoard opens on the losses: no placeholder `hp_metric` (-1) scalar from the hyperparameters.
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger._default_hp_metric = False
         return trainer
 
     def before_fit(self) -> None:

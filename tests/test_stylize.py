@@ -59,7 +59,19 @@ def test_stylize_command_writes_the_file_quietly_and_the_python_call_returns_the
     work = tmp_path / "work"  # any folder: the default recipe (vgg19) is package data
     work.mkdir()
     proc = run_cli(
-        ["stylize", str(photo), str(painting), "-o", "out.png", *TINY, "--trainer.enable_progress_bar", "false"], work
+        [
+            "stylize",
+            str(photo),
+            str(painting),
+            "-o",
+            "out.png",
+            *TINY,
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
+        ],
+        work,
     )
     assert proc.returncode == 0, proc.stderr
     out = work / "out.png"
@@ -71,6 +83,10 @@ def test_stylize_command_writes_the_file_quietly_and_the_python_call_returns_the
     assert f"run folder {run}" in proc.stdout
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["extractor"]["class_path"].endswith("VGG19")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert "loss/total" in scalars and "hp_metric" not in scalars
     # A clean CPU run prints nothing else: no "GPU available", litlogger tip, deprecation or source lines.
     assert proc.stderr.strip() == "", proc.stderr
     assert [line for line in proc.stdout.splitlines() if "arning" in line or "available" in line] == []
