@@ -80,7 +80,7 @@ def first_step_latency(size: int, weights: Path | None) -> float:
             "nst_pl.cli",
             "fit",
             "--config",
-            str(REPO / "configs" / "vgg19.yaml"),
+            str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
             "--data.content",
             str(CONTENT),
             "--data.style",

@@ -174,7 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--classic-steps", type=int, default=150)
-    ap.add_argument("--scales", type=int, nargs="*", default=[128, 181, 256], help="coarse scales (configs/*.yaml)")
+    ap.add_argument("--scales", type=int, nargs="*", default=[128, 181, 256], help="coarse scales (the recipes)")
     ap.add_argument("--steps-per-scale", type=int, default=30)
     ap.add_argument("--final-steps", type=int, default=40)
     ap.add_argument("--eval-every", type=int, default=5)

@@ -2,7 +2,7 @@
 
     python bench/results_sheet.py            # ~15 min on 2 CPU cores
 
-Runs `nst-pl fit --config configs/vgg19.yaml` at 256 px for 300 steps (100 each at 128 and 181 px, then 256 px)
+Runs `nst-pl fit --config vgg19` at 256 px for 300 steps (100 each at 128 and 181 px, then 256 px)
 with the offline VGG16 (../shared), then lays out one row per pair: photo, painting, result at the last step.
 """
 
@@ -22,7 +22,7 @@ from nst_pl.data import PairDataModule  # noqa: E402
 
 COMMAND = [
     "--config",
-    "configs/vgg19.yaml",
+    "nst_pl/configs/vgg19.yaml",
     "--data.image_size",
     "256",
     "--trainer.max_steps",

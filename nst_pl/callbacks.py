@@ -111,6 +111,13 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Ctrl-C, SIGTERM or an error: Lightning's version writes an extra `epoch=0-step=N.ckpt` beside last.ckpt
+        # and prints "An KeyboardInterrupt was raised with message: , saved checkpoint to …". Only last.ckpt
+        # (complete and resumable) is written here; `nst-pl` prints its own resume hint (fit.py).
+        if self._should_save_on_exception(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
 
 def _tensorboard(trainer: pl.Trainer):
     for logger in trainer.loggers:

@@ -1,4 +1,4 @@
-"""`nst-pl`: the console script. `nst-pl fit --config configs/vgg19.yaml`; `nst-pl compare …` (compare.py).
+"""`nst-pl`: the console script. `nst-pl fit --config vgg19`; `nst-pl compare …` (compare.py).
 
 Every run is built by `nst_pl.fit.make_cli`, whichever subcommand starts it. What a user sees when something goes
 wrong (README, "What happens when …"):
@@ -14,14 +14,35 @@ wrong (README, "What happens when …"):
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from nst_pl import compare
 from nst_pl.errors import NSTError
 from nst_pl.fit import DEBUG_ENV, NSTCLI, TRAINER_DEFAULTS, debug, make_cli
+from nst_pl.quiet import VERBOSE_FLAG, quiet_run
+from nst_pl.stylize import main as stylize_main
 
 __all__ = ["TRAINER_DEFAULTS", "NSTCLI", "USER_ERRORS", "main"]
+
+SUBCOMMANDS = ("fit", "stylize", "compare")
+
+HELP = """usage: nst-pl COMMAND [options]   (nst-pl COMMAND --help for the options of one)
+
+Neural style transfer (Gatys et al.) with PyTorch Lightning.
+
+commands:
+  stylize   one photo and one painting (or folders of them) to an image file:
+              nst-pl stylize photo.jpg painting.jpg -o out.png
+  fit       a run from a recipe, with every option (model, data, extractor, trainer):
+              nst-pl fit --config vgg19 --data.content photos/ --data.style paintings/
+  compare   several recipes on the same pairs, side by side:
+              nst-pl compare --configs 'experiments/*' --data.content photo.jpg --data.style painting.jpg
+
+Bundled recipes for --config: vgg19 (the default of stylize), alexnet, resnet, ddp. Add --verbose (or set
+NST_PL_DEBUG=1) to see every library message and warning, and full tracebacks with NST_PL_DEBUG=1.
+"""
 
 # Errors whose message is written for the user: ours, and Lightning's for a trainer configuration that cannot work.
 USER_ERRORS = (NSTError, MisconfigurationException)
@@ -29,13 +50,30 @@ USER_ERRORS = (NSTError, MisconfigurationException)
 
 def main(args=None) -> int | None:
     """The `nst-pl` console script. Exits 2 with a one-paragraph message on input/config errors (see above)."""
-    argv = sys.argv[1:] if args is None else args
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(HELP)
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        if argv[0] == "--version":
+            try:
+                sys.stdout.write(f"nst-pl {version('nst-pl')}\n")
+            except PackageNotFoundError:
+                sys.stdout.write("nst-pl (not installed: running from a source tree)\n")
+            return 0
+        sys.stderr.write(f"nst-pl: error: unknown command {argv[0]!r}; choose {', '.join(SUBCOMMANDS)}\n")
+        raise SystemExit(2)
+    verbose = VERBOSE_FLAG in argv
+    argv = [a for a in argv if a != VERBOSE_FLAG]
     try:
-        # `nst-pl compare …` is not a LightningCLI subcommand (it runs several fit configs, see compare.py):
-        # dispatch it before LightningCLI parses anything; every other subcommand goes to LightningCLI unchanged.
-        if isinstance(argv, (list, tuple)) and argv[:1] == ["compare"]:
-            return compare.main(argv[1:])
-        make_cli(args)
+        with quiet_run(verbose):
+            # `compare` and `stylize` are not LightningCLI subcommands: they parse their own command line first,
+            # then build their runs with the same factory (make_cli) as `fit`.
+            if argv[0] == "compare":
+                return compare.main(argv[1:])
+            if argv[0] == "stylize":
+                return stylize_main(argv[1:])
+            make_cli(argv)
     except KeyboardInterrupt:  # Ctrl-C before the training loop started (loading images, weights): nothing to save
         if debug():
             raise

@@ -1,6 +1,6 @@
 """`nst-pl compare`: run several experiment configs on the same pairs and put the results side by side.
 
-    nst-pl compare --configs configs/experiments/*.yaml --data.content images/tubingen.jpg \
+    nst-pl compare --configs 'experiments/*' --data.content images/tubingen.jpg \
         --data.style style/starry_night.jpg --steps 300 --image_size 128 --snapshots 100,200 --out out/study \
         --judge_weights path/to/vgg16_caffe.pth --judge_normalization caffe \
         --override 'alexnet*:model.extractor.init_args.weights=null'
@@ -45,7 +45,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from nst_pl.errors import OutputError, WeightsError
-from nst_pl.fit import debug, error_paragraph, make_cli
+from nst_pl.fit import CONFIGS_DIR, debug, error_paragraph, make_cli
 from nst_pl.image_io import find_images, load_image
 from nst_pl.judge import Judge
 from nst_pl.report import DEFAULT_TILE, Result, write_sheet, write_tables
@@ -73,7 +73,7 @@ class OptionsFile(ActionConfigFile):
         path = Path(values)
         if not path.is_file():
             parser.error(
-                f"--options {values}: file not found (give a YAML file of options, e.g. configs/compare_quick.yaml)"
+                f"--options {values}: file not found (a YAML file of options, e.g. nst_pl/configs/compare_quick.yaml)"
             )
         try:
             raw = yaml.safe_load(path.read_text())
@@ -102,7 +102,7 @@ def build_parser() -> CompareParser:
         "--options",
         action=OptionsFile,
         help="a YAML file of defaults for the options below (keys as the "
-        "option names, e.g. configs/compare_quick.yaml); the command line wins, and its --override values "
+        "option names, e.g. nst_pl/configs/compare_quick.yaml); the command line wins, and its --override values "
         "are added after the file's",
     )
     p.add_argument("--configs", type=str, nargs="+", help="experiment configs (globs are expanded)")
@@ -170,7 +170,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         override=list(cfg.override or []),
     )
     if not args.configs:
-        parser.error("give the experiment configs: --configs configs/experiments/*.yaml")
+        parser.error("give the experiment configs: --configs 'experiments/*'")
     args.configs = _expand(args.configs, parser)
     args.snapshots = _parse_snapshots(args.snapshots, parser)
     if isinstance(args.judge_weights, str) and args.judge_weights.lower() in ("null", "none"):
@@ -188,6 +188,10 @@ def _expand(patterns: Sequence[str], parser: ArgumentParser) -> list[Path]:
     out: list[Path] = []
     for pat in patterns:
         hits = sorted(glob.glob(str(pat))) if glob.has_magic(str(pat)) else [str(pat)]
+        if not hits or not glob.has_magic(str(pat)) and not Path(pat).exists():
+            # A bundled recipe's name or pattern (`experiments/*`, `alexnet`): nst_pl/configs/, from any folder.
+            name = str(pat)[: -len(".yaml")] if str(pat).endswith(".yaml") else str(pat)
+            hits = sorted(glob.glob(str(CONFIGS_DIR / f"{name}.yaml"))) or hits
         if not hits:
             parser.error(f"--configs {pat!r} matches no file")
         out += [Path(h) for h in hits]

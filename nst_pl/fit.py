@@ -8,20 +8,62 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.data import PairDataModule
+from nst_pl.errors import ConfigError
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
 
 DEBUG_ENV = "NST_PL_DEBUG"
+
+# make_cli passes the command line explicitly (bundled config names resolved, `stylize` translated), which
+# LightningCLI would otherwise warn about on every run.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+
+# The shipped recipes (package data): `--config vgg19` names nst_pl/configs/vgg19.yaml from any folder.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """The names `--config` accepts besides paths: `vgg19`, `experiments/vgg19_1_all_conv_content_averaged` …"""
+    return sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob("*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """A `--config` value: an existing file as it is, else a bundled recipe's name (`vgg19`, `alexnet.yaml`)."""
+    if not isinstance(value, str) or Path(value).expanduser().exists():
+        return value
+    name = value[: -len(".yaml")] if value.endswith(".yaml") else value
+    bundled = CONFIGS_DIR / f"{name}.yaml"
+    if name and bundled.is_file():
+        return str(bundled)
+    # Anything that is not a plain name or path (an inline YAML string) goes to jsonargparse as it is.
+    if all(c.isalnum() or c in "._-/~\\" for c in value):
+        shown = ", ".join(n for n in bundled_configs() if "/" not in n)
+        raise ConfigError(f"--config {value}: no such file and no bundled recipe of that name (bundled: {shown})")
+    return value
+
+
+def resolve_configs(args: list[str]) -> list[str]:
+    """Every `--config X` / `--config=X` of a command line, with bundled names replaced by their path."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve_config(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + resolve_config(arg[len("--config=") :])
+    return out
+
 
 TRAINER_DEFAULTS = {
     "max_steps": 500,
@@ -49,6 +91,11 @@ class NSTCLI(LightningCLI):
     # Seconds spent in `trainer.fit` by the last `fit` (compare's wall time: without start-up and image loading).
     fit_seconds: float = float("nan")
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # Only `fit`: validate/test/predict mean nothing for style transfer (no data to evaluate on).
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Forced callbacks: always on, configured under their own keys.
         parser.add_lightning_class_args(ImageLogger, "image_logger")
@@ -69,6 +116,10 @@ class NSTCLI(LightningCLI):
         # replaced: a CheckpointIO plugin the user configured is kept.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # TensorBoard opens on the losses: no placeholder `hp_metric` (-1) scalar from the hyperparameters.
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger._default_hp_metric = False
         return trainer
 
     def before_fit(self) -> None:
@@ -117,6 +168,28 @@ class NSTCLI(LightningCLI):
 class NSTArgumentParser(LightningArgumentParser):
     """Command-line/config errors as one short paragraph, without the 60-line usage dump."""
 
+    def format_help(self) -> str:
+        """The package's options first (model, extractor, data, images, checkpoints), Lightning's trainer last."""
+        groups = self._action_groups
+        if not any(a.dest.startswith("trainer.") for g in groups for a in g._group_actions):
+            return super().format_help()
+
+        def is_trainer(group) -> bool:
+            return any(a.dest.startswith("trainer.") for a in group._group_actions)
+
+        usage = self.usage
+        self._action_groups = [g for g in groups if not is_trainer(g)] + [g for g in groups if is_trainer(g)]
+        self.usage = (
+            "nst-pl fit [--config NAME|PATH] [--model.OPTION V] [--data.OPTION V] [--image_logger.OPTION V]\n"
+            "                  [--checkpoint.OPTION V] [--trainer.OPTION V] [--ckpt_path PATH] [--print_config]\n\n"
+            "  --config takes a bundled recipe (vgg19, alexnet, resnet, ddp) or a YAML file; the options below are\n"
+            "  the package's (model, extractor, data, images, checkpoints), then Lightning's Trainer's"
+        )
+        try:
+            return super().format_help()
+        finally:
+            self._action_groups, self.usage = groups, usage
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         # Nested parsers that jsonargparse uses internally do not exit: they raise, and their caller decides.
         if not self.exit_on_error or debug():
@@ -130,20 +203,32 @@ class NSTArgumentParser(LightningArgumentParser):
         self.exit(2)
 
 
-def make_cli(args: ArgsType = None, *, run: bool = True, exit_on_error: bool = True) -> NSTCLI:
+def make_cli(
+    args: ArgsType = None,
+    *,
+    run: bool = True,
+    exit_on_error: bool = True,
+    cli_class: type[NSTCLI] | None = None,
+    **cli_kwargs: Any,
+) -> NSTCLI:
     """Build (and with `run`, run) one NSTCLI with the package's trainer defaults, seed, parser and config saving.
 
     Args:
-        args: The command line after `nst-pl`, e.g. `["fit", "--config", "configs/vgg19.yaml"]` (None: sys.argv);
+        args: The command line after `nst-pl`, e.g. `["fit", "--config", "vgg19"]` (None: sys.argv);
             with `run=False`, without the subcommand.
         run: Run the subcommand (`before_fit`'s checks, then `fit` with its signal handling) before returning.
         exit_on_error: False raises parse errors (compare records them per experiment) instead of exiting 2.
+        cli_class: An NSTCLI subclass (`nst-pl stylize`: stylize.StylizeCLI); `cli_kwargs` go to its constructor.
     """
+    if args is None:
+        args = sys.argv[1:]
+    if isinstance(args, (list, tuple)):
+        args = resolve_configs([str(a) for a in args])
     parser_kwargs: dict[str, Any] = {}
     if not exit_on_error:
         # The main parser and the `fit` subcommand's parser each decide for themselves.
         parser_kwargs = {"exit_on_error": False, "fit": {"exit_on_error": False}}
-    return NSTCLI(
+    return (cli_class or NSTCLI)(
         StyleTransfer,
         PairDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
@@ -154,4 +239,5 @@ def make_cli(args: ArgsType = None, *, run: bool = True, exit_on_error: bool = T
         parser_kwargs=parser_kwargs,
         run=run,
         args=args,
+        **cli_kwargs,
     )

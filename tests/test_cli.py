@@ -11,7 +11,7 @@ from conftest import REPO
 from nst_pl.cli import main
 
 # compare_*.yaml hold options of `nst-pl compare` (tests/test_compare.py), not `fit` configs.
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not p.name.startswith("compare_"))
+CONFIGS = sorted(p for p in (REPO / "nst_pl" / "configs").rglob("*.yaml") if not p.name.startswith("compare_"))
 
 
 def tiny_args(tmp_path: Path, pair_dirs, steps: int = 2) -> list[str]:
@@ -41,12 +41,12 @@ def tiny_args(tmp_path: Path, pair_dirs, steps: int = 2) -> list[str]:
 
 
 def test_configs_are_shipped():
-    names = {p.relative_to(REPO / "configs").as_posix() for p in CONFIGS}
+    names = {p.relative_to(REPO / "nst_pl" / "configs").as_posix() for p in CONFIGS}
     assert {"vgg19.yaml", "alexnet.yaml", "resnet.yaml"} <= names
     assert len([n for n in names if n.startswith("experiments/")]) >= 9
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO / "configs").as_posix())
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.relative_to(REPO / "nst_pl" / "configs").as_posix())
 def test_config_runs_end_to_end(config, tmp_path, pair_dirs):
     raw = yaml.safe_load(config.read_text())
     assert isinstance(raw.get("seed_everything"), int), "every shipped config fixes its seed"
@@ -66,7 +66,7 @@ def test_config_runs_end_to_end(config, tmp_path, pair_dirs):
 
 def test_print_config(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(REPO / "configs" / "vgg19.yaml"), "--print_config"])
+        main(["fit", "--config", str(REPO / "nst_pl" / "configs" / "vgg19.yaml"), "--print_config"])
     assert exit_.value.code in (0, None)
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["model"]["extractor"]["class_path"] == "nst_pl.extractors.VGG19"
@@ -93,7 +93,7 @@ def test_command_line_overrides_data(tmp_path, pair_dirs):
         [
             "fit",
             "--config",
-            str(REPO / "configs" / "vgg19.yaml"),
+            str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
             *tiny_args(tmp_path, pair_dirs),
             "--data.content",
             str(content / "photo.png"),

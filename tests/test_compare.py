@@ -17,7 +17,7 @@ from nst_pl import compare, report
 from nst_pl.compare import overrides_for, parse_args
 from nst_pl.report import HEADER_HEIGHT, LABEL_WIDTH
 
-EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+EXPERIMENTS = sorted((REPO / "nst_pl" / "configs" / "experiments").glob("*.yaml"))
 
 
 def test_overrides_apply_to_all_or_to_matching_experiments():
@@ -47,7 +47,7 @@ def test_options_file_then_command_line(tmp_path):
     opts.write_text(
         yaml.safe_dump(
             {
-                "configs": [str(REPO / "configs" / "experiments" / "vgg19_*.yaml")],
+                "configs": [str(REPO / "nst_pl" / "configs" / "experiments" / "vgg19_*.yaml")],
                 "steps": 7,
                 "snapshots": [5, 2, 5],
                 "data.content": "a.jpg",
@@ -94,8 +94,8 @@ def test_one_failed_experiment_does_not_stop_the_others(tmp_path, pair_dirs, mon
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _fail_download)
     content, style = pair_dirs
     vgg, alex = (
-        REPO / "configs/experiments/vgg19_2_part_conv_content_averaged.yaml",
-        REPO / "configs/experiments/alexnet_2_part_conv_content_averaged.yaml",
+        REPO / "nst_pl/configs/experiments/vgg19_2_part_conv_content_averaged.yaml",
+        REPO / "nst_pl/configs/experiments/alexnet_2_part_conv_content_averaged.yaml",
     )
     out = tmp_path / "out"
     code = compare.main(
@@ -137,15 +137,15 @@ def test_one_failed_experiment_does_not_stop_the_others(tmp_path, pair_dirs, mon
 
 
 def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
-    """The nine seed experiments through `nst-pl compare` with configs/compare_quick.yaml, as a user runs it
+    """The nine seed experiments through `nst-pl compare` with nst_pl/configs/compare_quick.yaml, as a user runs it
     (in this process, through the console script's `main`, to spare the test a second import of torch/Lightning)."""
     from nst_pl.cli import main
 
     out = tmp_path / "quick"
     monkeypatch.chdir(REPO)  # the options file names configs and images relative to the repository root
-    code = main(["compare", "--options", "configs/compare_quick.yaml", "--out", str(out)])
+    code = main(["compare", "--options", "nst_pl/configs/compare_quick.yaml", "--out", str(out)])
     assert code == 0, capsys.readouterr().out[-3000:]
-    quick = yaml.safe_load((REPO / "configs" / "compare_quick.yaml").read_text())
+    quick = yaml.safe_load((REPO / "nst_pl" / "configs" / "compare_quick.yaml").read_text())
     names = [p.stem for p in EXPERIMENTS]
     assert len(names) == 9
 

@@ -266,7 +266,7 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
     content, style = inputs(tmp_path)
     cls = EXTRACTORS[name]
     # The shipped config of this extractor (its layers), if there is one; else StyleTransfer's default layers.
-    fit_configs = [(p, yaml.safe_load(p.read_text())) for p in sorted((REPO / "configs").glob("*.yaml"))]
+    fit_configs = [(p, yaml.safe_load(p.read_text())) for p in sorted((REPO / "nst_pl" / "configs").glob("*.yaml"))]
     shipped = [
         p
         for p, raw in fit_configs
@@ -618,6 +618,9 @@ def test_signal_saves_images_and_a_checkpoint_then_exits_non_zero(runs, name, co
     assert png_steps(images)[-1] == step  # the images of the step reached
     ckpt = load_ckpt(ckpt_path)
     assert ckpt_path.name == "last.ckpt" and ckpt["global_step"] == step
+    # No extra `epoch=0-step=N.ckpt` beside it, and no garbled "An KeyboardInterrupt was raised …" line.
+    assert sorted(p.name for p in ckpt_path.parent.iterdir()) == ["last.ckpt"]
+    assert "was raised with message" not in err and "saved checkpoint to" not in err
     assert ckpt["optimizer_states"][0]["state"]  # Adam's moments: the run can continue exactly
     image = ckpt["state_dict"]["image"][0]
     assert torch.isfinite(image).all()

@@ -191,7 +191,7 @@ def _ddp_args(root: Path, content: Path, style: Path, steps: int) -> list[str]:
     return [
         "fit",
         "--config",
-        str(REPO / "configs" / "ddp.yaml"),
+        str(REPO / "nst_pl" / "configs" / "ddp.yaml"),
         *SHALLOW_CLI,
         *NO_SCALES_CLI,
         "--model.extractor.init_args.weights",
@@ -262,7 +262,7 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
     main([*_ddp_args(tmp_path / "one", content, style, steps), "--trainer.devices", "1", "--trainer.strategy", "auto"])
     # Two processes through the real CLI: Lightning's launcher re-executes this command line for rank 1.
     # Without the rendezvous variables of this process: an in-process `strategy: ddp` run (tests/test_cli.py runs
-    # configs/ddp.yaml on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
+    # the ddp recipe on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
     env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
     env.update(
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -336,7 +336,7 @@ def test_vgg19_checkpoint_holds_images_and_optimizer_state_not_weights(tmp_path)
         [
             "fit",
             "--config",
-            str(REPO / "configs" / "vgg19.yaml"),
+            str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
             "--model.extractor.init_args.weights",
             "null",
             "--model.scales",
@@ -378,7 +378,7 @@ def _cli_resume_args(root, content, style, steps, *extra):
     return [
         "fit",
         "--config",
-        str(REPO / "configs" / "vgg19.yaml"),
+        str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
         *SHALLOW_CLI,
         *NO_SCALES_CLI,
         "--model.extractor.init_args.weights",
