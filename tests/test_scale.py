@@ -279,6 +279,7 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
             "2",
             "--trainer.strategy",
             "ddp",
+            "--verbose",  # Lightning's rank lines
         ],
         cwd=REPO,
         env=env,
