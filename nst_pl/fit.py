@@ -20,6 +20,7 @@ from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
+from nst_pl.resume import check_resume, load_checkpoint
 
 DEBUG_ENV = "NST_PL_DEBUG"
 
@@ -48,6 +49,16 @@ def error_paragraph(message: str, command: str) -> str:
 class NSTCLI(LightningCLI):
     # Seconds spent in `trainer.fit` by the last `fit` (compare's wall time: without start-up and image loading).
     fit_seconds: float = float("nan")
+    # The checkpoint of `--ckpt_path`, loaded and checked while parsing (resume.py); None for a fresh run.
+    resume_checkpoint: dict[str, Any] | None = None
+
+    def _parse_ckpt_path(self) -> None:
+        # Replaces LightningCLI's, which lays the checkpoint's hyper-parameters over the command line (so that
+        # `--model.style_weight 77` was silently ignored on resume). Here the command line is what runs; the
+        # checkpoint is checked now, before anything is built or written, and compared with it in `before_fit`.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self.resume_checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Forced callbacks: always on, configured under their own keys.
@@ -82,6 +93,10 @@ class NSTCLI(LightningCLI):
         for folder in dict.fromkeys(f for f in folders if f):
             if "://" not in str(folder):  # remote storage: nothing to probe here
                 _check_writable(Path(folder))
+        if self.resume_checkpoint is not None:  # options that cannot change on resume: refused before any write
+            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+            check_resume(self.resume_checkpoint, ckpt_path, self.model, self.datamodule)
+            self.resume_checkpoint = None  # the trainer loads it again; do not hold two copies
 
     def fit(self, model, **kwargs: Any) -> None:
         """`trainer.fit`, with a non-zero exit code and a resume hint when the run is stopped by a signal."""
