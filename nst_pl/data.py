@@ -19,6 +19,7 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -47,6 +48,8 @@ class PairImages:
     blend: Tensor  # [N, K]: each pair's style weights, summing to 1
     names: list[str]
     sizes: list[tuple[int, int]]  # each photo's real (h, w) inside the canvas
+    # Each photo's (h, w) in its file, when known: its true aspect ratio (a 1x5000 strip resized to 32 px is 1x32).
+    source_sizes: list[tuple[int, int] | None] | None = None
 
 
 # Names are cut to this many UTF-8 bytes so that "<name>-NN" stays far below the usual 255-byte limit.
@@ -196,6 +199,8 @@ class PairDataModule(pl.LightningDataModule):
         for name, value in (("image_size", image_size), ("style_size", style_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be a positive number of pixels, got {value}")
+        if max_pixels < 1:
+            raise ConfigError(f"data.max_pixels must be a positive number of pixels (e.g. 300000000), not {max_pixels}")
         self.image_size = image_size
         self.style_size = style_size or image_size
         self.max_pixels = max_pixels
@@ -203,6 +208,12 @@ class PairDataModule(pl.LightningDataModule):
         contents = find_images(_as_list(content), what="content")
         styles = find_images(_as_list(style), what="style")
         self.pairs = make_pairs(contents, styles, pairing, style_blend)
+        # Headers only (no decoding): an image_size that would make any image larger than max_pixels is refused
+        # now, naming the option, instead of failing in the allocator while the run's folder already exists.
+        self._headers = {p: _header_size(p) for p in dict.fromkeys([*contents, *styles])}
+        for paths, size, option in ((contents, self.image_size, "image_size"), (styles, self.style_size, "style_size")):
+            for path in dict.fromkeys(paths):
+                _check_resized(path, self._headers[path], size, max_pixels, option)
         self.images: PairImages | None = None  # decoded in `setup`
 
     def setup(self, stage: str | None = None) -> None:
@@ -228,11 +239,35 @@ class PairDataModule(pl.LightningDataModule):
             blend=torch.tensor([p.blend for p in self.pairs], dtype=torch.float32),
             names=[p.name for p in self.pairs],
             sizes=sizes,
+            source_sizes=[self._headers.get(p.content) for p in self.pairs],
         )
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return DataLoader(_ShardIndices(shard(len(self.pairs), rank, world)), batch_size=None, num_workers=0)
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(h, w) from the file's header, without decoding; None when it cannot be read (load_image reports that)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # a broken, missing or bomb-sized file: reported by load_image with its own message
+        return None
+    return h, w
+
+
+def _check_resized(path: Path, header: tuple[int, int] | None, long_side: int, max_pixels: int, option: str) -> None:
+    if header is None:
+        return
+    h, w = header
+    scale = long_side / max(h, w)
+    pixels = max(1, round(h * scale)) * max(1, round(w * scale))
+    if pixels > max_pixels:
+        raise ConfigError(
+            f"data.{option} {long_side} would resize '{path}' ({w}x{h}) to {pixels / 1e6:.1f} megapixels, above "
+            f"data.max_pixels={max_pixels:,}; choose a smaller data.{option} (e.g. 512)"
+        )
 
 
 def _as_list(spec: PathSpec) -> list[str]:

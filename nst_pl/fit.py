@@ -17,7 +17,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO
+from nst_pl.config_files import check_config_files
 from nst_pl.data import PairDataModule
+from nst_pl.errors import ConfigError
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
 from nst_pl.resume import check_resume, load_checkpoint
@@ -86,6 +88,8 @@ class NSTCLI(LightningCLI):
         # Fail before any work, not after an hour: Lightning's logger creates its folder before any callback's
         # `setup`, so an unwritable `trainer.default_root_dir` would otherwise end in a bare NotADirectoryError.
         # The logger's folder holds the run (images, checkpoints); without a logger, default_root_dir does.
+        if self.trainer.max_steps == 0:  # Lightning would run no step and exit 0 having written only the photo
+            raise ConfigError("trainer.max_steps is 0: no step would run; give the number of steps, e.g. 500")
         loggers = self.trainer.loggers
         folders = [getattr(lg, "root_dir", None) or getattr(lg, "save_dir", None) for lg in loggers]
         folders = folders if loggers else [self.trainer.default_root_dir]
@@ -154,6 +158,8 @@ def make_cli(args: ArgsType = None, *, run: bool = True, exit_on_error: bool = T
         run: Run the subcommand (`before_fit`'s checks, then `fit` with its signal handling) before returning.
         exit_on_error: False raises parse errors (compare records them per experiment) instead of exiting 2.
     """
+    # A config file that is empty or not YAML: name the file (jsonargparse does not).
+    check_config_files(sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else [])
     parser_kwargs: dict[str, Any] = {}
     if not exit_on_error:
         # The main parser and the `fit` subcommand's parser each decide for themselves.

@@ -250,6 +250,7 @@ def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int 
             with Image.open(path) as im:
                 _check_pixel_count(im, path, max_pixels)
                 if long_side is not None:
+                    _check_target_size(im, path, long_side, max_pixels)
                     # Ask libjpeg for at least twice the target size: DCT scaling is a crude box filter, and the
                     # Lanczos resize below needs that margin to antialias properly. No-op for non-JPEG formats.
                     im.draft(None, _target_size(*im.size, 2 * long_side))
@@ -286,6 +287,17 @@ def _check_pixel_count(im: Image.Image, path: Path, max_pixels: int) -> None:
             f"'{path}' is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
             f"max_pixels={max_pixels:,} pixels; downscale it first "
             "(e.g. to 4000 px on the long side) or, if you trust the file and have the memory, raise data.max_pixels"
+        )
+
+
+def _check_target_size(im: Image.Image, path: Path, long_side: int, max_pixels: int) -> None:
+    """The resized image is bounded by max_pixels too: an enormous long side must not fail in the allocator."""
+    width, height = _target_size(*im.size, long_side)
+    if width * height > max_pixels:
+        raise ImageError(
+            f"'{path}' ({im.size[0]}x{im.size[1]}) resized to a long side of {long_side} px would be "
+            f"{width}x{height} = {width * height / 1e6:.1f} megapixels, above data.max_pixels={max_pixels:,}; "
+            "choose a smaller data.image_size (or data.style_size)"
         )
 
 

@@ -11,62 +11,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import SHALLOW_CLI, make_image
+from conftest import assert_clear_error, cli_fit_args, make_image, run_cli
 from PIL import Image
 
 from nst_pl.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def fit_args(root: Path, out: str, steps: int = 2, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--model.extractor",
-        "nst_pl.extractors.VGG19",
-        "--model.extractor.init_args.weights",
-        "null",
-        *SHALLOW_CLI,
-        "--data.content",
-        str(root / "content" / "photo.png"),
-        "--data.style",
-        str(root / "style" / "paint.png"),
-        "--data.image_size",
-        "32",
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(root / out),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--image_logger.every_n_steps",
-        "1",
-        *extra,
-    ]
+    return cli_fit_args(root / "content" / "photo.png", root / "style" / "paint.png", root / out, steps, *extra)
 
 
-def run(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, capsys.readouterr().err
-
-
-def assert_clear_error(code: int, err: str, *words: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert err.count("nst-pl: error:") == 1, err
-    paragraph = err[err.index("nst-pl: error:") :]
-    for word in words:
-        assert word in paragraph, f"{word!r} not in {paragraph!r}"
-    assert len(paragraph.strip().splitlines()) <= 8, paragraph
-    return paragraph
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -102,7 +57,7 @@ def test_resume_applies_the_options_of_the_command_line(base, tmp_path, capsys, 
     args = fit_args(base, out, 3, "--ckpt_path", str(ckpt_of(base)))
     args += ["--model.style_weight", "77", "--model.preserve_color", "luminance"]
     args += ["--model.optimizer", "torch.optim.Adam", "--model.optimizer.lr", "0.05"]
-    code, err = run(args, capsys)
+    code, err = run_cli(args, capsys)
     assert code == 0, err
     notes = [str(w.message) for w in recwarn if "changed options" in str(w.message)]
     assert len(notes) == 1 and "model.style_weight: 3.0 in the checkpoint, 77.0 now" in notes[0], notes
@@ -119,12 +74,12 @@ def test_resume_applies_the_options_of_the_command_line(base, tmp_path, capsys, 
 def test_resume_with_another_ema_decay_keeps_the_average(base, tmp_path, capsys):
     out = f"ema-{tmp_path.name}"
     # max_steps = the checkpoint's step: nothing to train, the images of step 2 are written again.
-    code, err = run(fit_args(base, out, 2, "--ckpt_path", str(ckpt_of(base)), "--model.ema_decay", "0.5"), capsys)
+    code, err = run_cli(fit_args(base, out, 2, "--ckpt_path", str(ckpt_of(base)), "--model.ema_decay", "0.5"), capsys)
     assert code == 0, err
     before = read_png(base / "first" / "lightning_logs" / "version_0" / "images" / "photo__paint" / "step_000002.png")
     after = read_png(base / out / "lightning_logs" / "version_0" / "images" / "photo__paint" / "step_000002.png")
     assert np.abs(before - after).max() <= 1
-    code, err = run(fit_args(base, f"noema-{tmp_path.name}", 3, "--ckpt_path", str(ckpt_of(base)),
+    code, err = run_cli(fit_args(base, f"noema-{tmp_path.name}", 3, "--ckpt_path", str(ckpt_of(base)),
                              "--model.ema_decay", "null"), capsys)  # fmt: skip
     assert code == 0, err
 
@@ -145,7 +100,7 @@ def test_resume_with_another_ema_decay_keeps_the_average(base, tmp_path, capsys)
 )
 def test_options_that_cannot_change_on_resume_are_refused_before_any_write(base, tmp_path, capsys, extra, words):
     out = f"fixed-{tmp_path.name}"
-    code, err = run(fit_args(base, out, 3, "--ckpt_path", str(ckpt_of(base)), *extra), capsys)
+    code, err = run_cli(fit_args(base, out, 3, "--ckpt_path", str(ckpt_of(base)), *extra), capsys)
     assert_clear_error(code, err, "cannot change on resume", *words, "config.yaml", "without --ckpt_path")
     assert versions(base, out) == []  # no run folder, config, image or checkpoint
     assert "optimizer" in words[0] or "KeyError" not in err
@@ -153,7 +108,7 @@ def test_options_that_cannot_change_on_resume_are_refused_before_any_write(base,
 
 def test_every_differing_option_is_named_in_one_paragraph(base, tmp_path, capsys):
     extra = ["--model.content_layers", "[relu1_1]", "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "1"]
-    code, err = run(fit_args(base, "many", 3, "--ckpt_path", str(ckpt_of(base)), *extra), capsys)
+    code, err = run_cli(fit_args(base, "many", 3, "--ckpt_path", str(ckpt_of(base)), *extra), capsys)
     assert_clear_error(code, err, "model.content_layers: ['relu2_1'] in the checkpoint, ['relu1_1'] now", "SGD now")
 
 
@@ -198,6 +153,6 @@ BAD_CASES += ["pickle of a list"]
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_a_bad_checkpoint_is_a_clear_error_before_anything_is_written(base, tmp_path, capsys, case):
     ckpt, words = _bad_checkpoint(base, tmp_path, case)
-    code, err = run(fit_args(base, f"bad-{tmp_path.name}", 3, "--ckpt_path", ckpt), capsys)
+    code, err = run_cli(fit_args(base, f"bad-{tmp_path.name}", 3, "--ckpt_path", ckpt), capsys)
     assert_clear_error(code, err, "--ckpt_path", *words, "last.ckpt")
     assert not (base / f"bad-{tmp_path.name}").exists()  # not even the output root

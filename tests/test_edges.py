@@ -1,0 +1,49 @@
+"""The red team's weak messages (issue "Reliability 2"): each ends in one paragraph that names the option or file to
+change, exit 2, no traceback, and no run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clear_error, cli_fit_args, make_image, run_cli
+from PIL import Image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _case(root: Path, case: str) -> tuple[list[str], tuple[str, ...]]:
+    content = make_image(root / "content" / "photo.png", (56, 40), seed=1)
+    style = make_image(root / "style" / "paint.png", (40, 40), seed=2, kind="stripes")
+    out = root / "out"
+    if case == "huge image_size":
+        return cli_fit_args(content, style, out, 2, size=100_000), ("photo.png", "data.image_size", "smaller")
+    if case == "negative max_pixels":
+        return cli_fit_args(content, style, out, 2, "--data.max_pixels", "-1"), ("data.max_pixels", "-1")
+    if case == "zero max_steps":
+        return cli_fit_args(content, style, out, 0), ("trainer.max_steps", "is 0")
+    if case == "strip":
+        strip = root / "strip.png"
+        Image.fromarray(np.full((1, 5000, 3), 128, np.uint8)).save(strip)
+        return cli_fit_args(strip, style, out, 2), ("too elongated", "5000", "Crop", "data.content")
+    if case == "empty config":
+        (root / "empty.yaml").write_text("")
+        return cli_fit_args(content, style, out, 2, "--config", str(root / "empty.yaml")), ("empty.yaml", "is empty")
+    if case == "tab in config":
+        (root / "tab.yaml").write_text("model:\n\tstyle_weight: 3\n")
+        args = cli_fit_args(content, style, out, 2, "--config", str(root / "tab.yaml"))
+        return args, ("tab.yaml", "line 2", "tabs")
+    raise AssertionError(case)
+
+
+CASES = ["huge image_size", "negative max_pixels", "zero max_steps", "strip", "empty config", "tab in config"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_weak_messages_name_the_option_or_file(case, tmp_path, capsys):
+    args, words = _case(tmp_path, case)
+    code, err = run_cli(args, capsys)
+    assert_clear_error(code, err, *words)
+    if case != "strip":  # the layer sizes are checked in the module's setup, once the run's folder exists
+        assert not (tmp_path / "out" / "lightning_logs" / "version_0").exists()
