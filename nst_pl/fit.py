@@ -23,6 +23,7 @@ from nst_pl.errors import ConfigError
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
 from nst_pl.resume import check_resume, load_checkpoint
+from nst_pl.versions import claim_version
 
 DEBUG_ENV = "NST_PL_DEBUG"
 
@@ -101,6 +102,9 @@ class NSTCLI(LightningCLI):
             ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
             check_resume(self.resume_checkpoint, ckpt_path, self.model, self.datamodule)
             self.resume_checkpoint = None  # the trainer loads it again; do not hold two copies
+        if self.trainer.world_size == 1:  # under DDP the ranks agree on rank 0's folder (Lightning broadcasts it)
+            for logger in loggers:
+                claim_version(logger)
 
     def fit(self, model, **kwargs: Any) -> None:
         """`trainer.fit`, with a non-zero exit code and a resume hint when the run is stopped by a signal."""

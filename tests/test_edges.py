@@ -47,3 +47,19 @@ def test_weak_messages_name_the_option_or_file(case, tmp_path, capsys):
     assert_clear_error(code, err, *words)
     if case != "strip":  # the layer sizes are checked in the module's setup, once the run's folder exists
         assert not (tmp_path / "out" / "lightning_logs" / "version_0").exists()
+
+
+def test_concurrent_runs_into_one_root_get_distinct_version_folders(tmp_path, capsys, monkeypatch):
+    """The race, made deterministic: this run lists the root at the moment another run (version_0) has just
+    claimed its folder, so Lightning's listing says 'version_0' is free."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    content = make_image(tmp_path / "content" / "photo.png", (48, 40), seed=1)
+    style = make_image(tmp_path / "style" / "paint.png", (40, 40), seed=2, kind="stripes")
+    other = tmp_path / "out" / "lightning_logs" / "version_0"
+    other.mkdir(parents=True)
+    monkeypatch.setattr(TensorBoardLogger, "_get_next_version", lambda self: 0)
+    code, err = run_cli(cli_fit_args(content, style, tmp_path / "out", 1), capsys)
+    assert code == 0, err
+    assert list(other.iterdir()) == []  # the other run's folder is left alone
+    assert (tmp_path / "out" / "lightning_logs" / "version_1" / "images" / "photo__paint" / "step_000001.png").is_file()
