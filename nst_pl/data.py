@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from nst_pl.errors import ConfigError
 from nst_pl.image_io import find_images, load_image, pad_to
 
 PathSpec = str | Sequence[str]
+# Above this many pairs a run says how many it starts (data.max_pairs refuses more).
+PAIRS_WARNING = 1000
 
 
 @dataclass
@@ -181,6 +184,7 @@ class PairDataModule(pl.LightningDataModule):
         image_size: int = 512,
         style_size: int | None = None,
         max_pixels: int = 300_000_000,
+        max_pairs: int = 10_000,
     ) -> None:
         """Content and style images, paired.
 
@@ -194,6 +198,9 @@ class PairDataModule(pl.LightningDataModule):
             style_size: Long side the style images are resized to (default: `image_size`).
             max_pixels: Refuse input images above this many pixels (read from the header, before decoding):
                 a guard against decompression bombs. Larger photos are decoded at reduced scale when possible.
+            max_pairs: Refuse more pairs than this (every pair is optimised at every step, and its images are
+                written at every save): a guard against a `product` of two large folders. Above 1000 pairs a
+                warning says how many there are.
         """
         super().__init__()
         for name, value in (("image_size", image_size), ("style_size", style_size)):
@@ -208,6 +215,18 @@ class PairDataModule(pl.LightningDataModule):
         contents = find_images(_as_list(content), what="content")
         styles = find_images(_as_list(style), what="style")
         self.pairs = make_pairs(contents, styles, pairing, style_blend)
+        if len(self.pairs) > max_pairs:
+            raise ConfigError(
+                f"{len(contents)} content x {len(styles)} style images make {len(self.pairs):,} pairs, above "
+                f"data.max_pairs={max_pairs:,}: every pair is optimised at every step. Pass fewer images, use "
+                "data.pairing zip, or raise data.max_pairs"
+            )
+        if len(self.pairs) > PAIRS_WARNING:
+            warnings.warn(
+                f"{len(self.pairs):,} pairs ({len(contents)} content x {len(styles)} style images): every pair is "
+                "optimised at every step and written at every save",
+                stacklevel=2,
+            )
         # Headers only (no decoding): an image_size that would make any image larger than max_pixels is refused
         # now, naming the option, instead of failing in the allocator while the run's folder already exists.
         self._headers = {p: _header_size(p) for p in dict.fromkeys([*contents, *styles])}

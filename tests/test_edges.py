@@ -63,3 +63,15 @@ def test_concurrent_runs_into_one_root_get_distinct_version_folders(tmp_path, ca
     assert code == 0, err
     assert list(other.iterdir()) == []  # the other run's folder is left alone
     assert (tmp_path / "out" / "lightning_logs" / "version_1" / "images" / "photo__paint" / "step_000001.png").is_file()
+
+
+def test_very_many_pairs_warn_and_a_documented_limit_refuses_more(tmp_path):
+    from nst_pl.data import PairDataModule
+    from nst_pl.errors import ConfigError
+
+    contents = [make_image(tmp_path / "c" / f"{i:02d}.png", (8, 8), seed=i) for i in range(40)]
+    styles = [make_image(tmp_path / "s" / f"{i:02d}.png", (8, 8), seed=i) for i in range(30)]
+    with pytest.warns(UserWarning, match="1,200 pairs"):
+        PairDataModule(content=str(tmp_path / "c"), style=str(tmp_path / "s"))
+    with pytest.raises(ConfigError, match="data.max_pairs=1,000"):
+        PairDataModule(content=[str(p) for p in contents], style=[str(p) for p in styles], max_pairs=1000)
