@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import unicodedata
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -26,6 +28,8 @@ from nst_pl.errors import ConfigError
 from nst_pl.image_io import find_images, load_image, pad_to
 
 PathSpec = str | Sequence[str]
+# Above this many pairs a run says how many it starts (data.max_pairs refuses more).
+PAIRS_WARNING = 1000
 
 
 @dataclass
@@ -47,6 +51,8 @@ class PairImages:
     blend: Tensor  # [N, K]: each pair's style weights, summing to 1
     names: list[str]
     sizes: list[tuple[int, int]]  # each photo's real (h, w) inside the canvas
+    # Each photo's (h, w) in its file, when known: its true aspect ratio (a 1x5000 strip resized to 32 px is 1x32).
+    source_sizes: list[tuple[int, int] | None] | None = None
 
 
 # Names are cut to this many UTF-8 bytes so that "<name>-NN" stays far below the usual 255-byte limit.
@@ -178,6 +184,7 @@ class PairDataModule(pl.LightningDataModule):
         image_size: int = 512,
         style_size: int | None = None,
         max_pixels: int = 300_000_000,
+        max_pairs: int = 10_000,
     ) -> None:
         """Content and style images, paired.
 
@@ -191,11 +198,16 @@ class PairDataModule(pl.LightningDataModule):
             style_size: Long side the style images are resized to (default: `image_size`).
             max_pixels: Refuse input images above this many pixels (read from the header, before decoding):
                 a guard against decompression bombs. Larger photos are decoded at reduced scale when possible.
+            max_pairs: Refuse more pairs than this (every pair is optimised at every step, and its images are
+                written at every save): a guard against a `product` of two large folders. Above 1000 pairs a
+                warning says how many there are.
         """
         super().__init__()
         for name, value in (("image_size", image_size), ("style_size", style_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be a positive number of pixels, got {value}")
+        if max_pixels < 1:
+            raise ConfigError(f"data.max_pixels must be a positive number of pixels (e.g. 300000000), not {max_pixels}")
         self.image_size = image_size
         self.style_size = style_size or image_size
         self.max_pixels = max_pixels
@@ -203,6 +215,24 @@ class PairDataModule(pl.LightningDataModule):
         contents = find_images(_as_list(content), what="content")
         styles = find_images(_as_list(style), what="style")
         self.pairs = make_pairs(contents, styles, pairing, style_blend)
+        if len(self.pairs) > max_pairs:
+            raise ConfigError(
+                f"{len(contents)} content x {len(styles)} style images make {len(self.pairs):,} pairs, above "
+                f"data.max_pairs={max_pairs:,}: every pair is optimised at every step. Pass fewer images, use "
+                "data.pairing zip, or raise data.max_pairs"
+            )
+        if len(self.pairs) > PAIRS_WARNING:
+            warnings.warn(
+                f"{len(self.pairs):,} pairs ({len(contents)} content x {len(styles)} style images): every pair is "
+                "optimised at every step and written at every save",
+                stacklevel=2,
+            )
+        # Headers only (no decoding): an image_size that would make any image larger than max_pixels is refused
+        # now, naming the option, instead of failing in the allocator while the run's folder already exists.
+        self._headers = {p: _header_size(p) for p in dict.fromkeys([*contents, *styles])}
+        for paths, size, option in ((contents, self.image_size, "image_size"), (styles, self.style_size, "style_size")):
+            for path in dict.fromkeys(paths):
+                _check_resized(path, self._headers[path], size, max_pixels, option)
         self.images: PairImages | None = None  # decoded in `setup`
 
     def setup(self, stage: str | None = None) -> None:
@@ -228,11 +258,35 @@ class PairDataModule(pl.LightningDataModule):
             blend=torch.tensor([p.blend for p in self.pairs], dtype=torch.float32),
             names=[p.name for p in self.pairs],
             sizes=sizes,
+            source_sizes=[self._headers.get(p.content) for p in self.pairs],
         )
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return DataLoader(_ShardIndices(shard(len(self.pairs), rank, world)), batch_size=None, num_workers=0)
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(h, w) from the file's header, without decoding; None when it cannot be read (load_image reports that)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # a broken, missing or bomb-sized file: reported by load_image with its own message
+        return None
+    return h, w
+
+
+def _check_resized(path: Path, header: tuple[int, int] | None, long_side: int, max_pixels: int, option: str) -> None:
+    if header is None:
+        return
+    h, w = header
+    scale = long_side / max(h, w)
+    pixels = max(1, round(h * scale)) * max(1, round(w * scale))
+    if pixels > max_pixels:
+        raise ConfigError(
+            f"data.{option} {long_side} would resize '{path}' ({w}x{h}) to {pixels / 1e6:.1f} megapixels, above "
+            f"data.max_pixels={max_pixels:,}; choose a smaller data.{option} (e.g. 512)"
+        )
 
 
 def _as_list(spec: PathSpec) -> list[str]:

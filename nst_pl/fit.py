@@ -19,10 +19,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO
+from nst_pl.config_files import check_config_files
 from nst_pl.data import PairDataModule
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
+from nst_pl.resume import check_resume, load_checkpoint
+from nst_pl.versions import claim_version
 
 DEBUG_ENV = "NST_PL_DEBUG"
 
@@ -90,6 +93,16 @@ def error_paragraph(message: str, command: str) -> str:
 class NSTCLI(LightningCLI):
     # Seconds spent in `trainer.fit` by the last `fit` (compare's wall time: without start-up and image loading).
     fit_seconds: float = float("nan")
+    # The checkpoint of `--ckpt_path`, loaded and checked while parsing (resume.py); None for a fresh run.
+    resume_checkpoint: dict[str, Any] | None = None
+
+    def _parse_ckpt_path(self) -> None:
+        # Replaces LightningCLI's, which lays the checkpoint's hyper-parameters over the command line (so that
+        # `--model.style_weight 77` was silently ignored on resume). Here the command line is what runs; the
+        # checkpoint is checked now, before anything is built or written, and compared with it in `before_fit`.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self.resume_checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -126,6 +139,8 @@ class NSTCLI(LightningCLI):
         # Fail before any work, not after an hour: Lightning's logger creates its folder before any callback's
         # `setup`, so an unwritable `trainer.default_root_dir` would otherwise end in a bare NotADirectoryError.
         # The logger's folder holds the run (images, checkpoints); without a logger, default_root_dir does.
+        if self.trainer.max_steps == 0:  # Lightning would run no step and exit 0 having written only the photo
+            raise ConfigError("trainer.max_steps is 0: no step would run; give the number of steps, e.g. 500")
         loggers = self.trainer.loggers
         folders = [getattr(lg, "root_dir", None) or getattr(lg, "save_dir", None) for lg in loggers]
         folders = folders if loggers else [self.trainer.default_root_dir]
@@ -133,6 +148,13 @@ class NSTCLI(LightningCLI):
         for folder in dict.fromkeys(f for f in folders if f):
             if "://" not in str(folder):  # remote storage: nothing to probe here
                 _check_writable(Path(folder))
+        if self.resume_checkpoint is not None:  # options that cannot change on resume: refused before any write
+            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+            check_resume(self.resume_checkpoint, ckpt_path, self.model, self.datamodule)
+            self.resume_checkpoint = None  # the trainer loads it again; do not hold two copies
+        if self.trainer.world_size == 1:  # under DDP the ranks agree on rank 0's folder (Lightning broadcasts it)
+            for logger in loggers:
+                claim_version(logger)
 
     def fit(self, model, **kwargs: Any) -> None:
         """`trainer.fit`, with a non-zero exit code and a resume hint when the run is stopped by a signal."""
@@ -224,6 +246,8 @@ def make_cli(
         args = sys.argv[1:]
     if isinstance(args, (list, tuple)):
         args = resolve_configs([str(a) for a in args])
+    # A config file that is empty or not YAML: name the file (jsonargparse does not).
+    check_config_files(args if isinstance(args, (list, tuple)) else [])
     parser_kwargs: dict[str, Any] = {}
     if not exit_on_error:
         # The main parser and the `fit` subcommand's parser each decide for themselves.

@@ -18,6 +18,7 @@ import errno
 import io
 import os
 import secrets
+import stat
 import struct
 import threading
 import warnings
@@ -92,14 +93,39 @@ def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> l
             # An explicitly named file is taken as is: the loader detects the format from the content, so an
             # unusual extension (.jfif, none at all) is not a reason to refuse it.
             found.append(path)
-        elif path.exists():
-            raise ImageError(f"{what} image '{path}' is neither a file nor a folder; pass an image file or a folder")
+        elif path.exists() or path.is_symlink():
+            raise ImageError(
+                f"{what} image '{path}' is {_not_regular(path)}, not an image file; pass an image file or a folder"
+            )
         else:
             raise ImageError(
                 f"{what} image not found: '{path}' (check the spelling; relative paths are resolved from the "
                 f"current folder '{Path.cwd()}')"
             )
     return found
+
+
+def _not_regular(path: Path) -> str:
+    """'' for a regular file (after following symbolic links), else what it is, for a message."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if path.is_symlink():
+            return f"a dangling symbolic link (to '{os.readlink(path)}', which does not exist)"
+        return f"unreadable ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 # Stems of documentation files that a folder of images may legitimately hold; skipped without a warning.
@@ -116,8 +142,13 @@ def _images_in_folder(folder: Path, what: str) -> list[Path]:
         # Documentation beside the images (the sample folders' CREDITS.md) is expected there: no warning.
         if entry.name.startswith(".") or entry.stem.upper() in _DOC_STEMS:
             continue
-        if entry.is_dir():
+        # Only regular files are read (after following links): a FIFO named b.png would block the run forever, and
+        # a dangling or looping link is not something the user asked for. Each is skipped, saying what it is.
+        kind = _not_regular(entry)
+        if kind == "a folder":
             skipped.append(f"{entry.name}/ (sub-folders are not searched)")
+        elif kind:
+            skipped.append(f"{entry.name} ({kind})")
         elif entry.suffix.lower() in IMAGE_EXTENSIONS:
             images.append(entry)
         else:
@@ -125,7 +156,7 @@ def _images_in_folder(folder: Path, what: str) -> list[Path]:
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} in {what} folder '{folder}' "
-            f"that are not images by extension: {', '.join(skipped)}",
+            f"that are not image files: {', '.join(skipped)}",
             stacklevel=3,
         )
     if not images:
@@ -208,14 +239,18 @@ def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int 
         raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
     if path.is_dir():
         raise ImageError(f"'{path}' is a folder, not an image file; pass one of the images inside it")
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ImageError(f"image not found: '{path}' (check the spelling and the current folder '{Path.cwd()}')")
+    kind = _not_regular(path)
+    if kind:  # never open a FIFO or a device: reading it may wait forever
+        raise ImageError(f"'{path}' is {kind}, not an image file; pass a regular image file")
 
     with _pil_bomb_guard_replaced():
         try:
             with Image.open(path) as im:
                 _check_pixel_count(im, path, max_pixels)
                 if long_side is not None:
+                    _check_target_size(im, path, long_side, max_pixels)
                     # Ask libjpeg for at least twice the target size: DCT scaling is a crude box filter, and the
                     # Lanczos resize below needs that margin to antialias properly. No-op for non-JPEG formats.
                     im.draft(None, _target_size(*im.size, 2 * long_side))
@@ -252,6 +287,17 @@ def _check_pixel_count(im: Image.Image, path: Path, max_pixels: int) -> None:
             f"'{path}' is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
             f"max_pixels={max_pixels:,} pixels; downscale it first "
             "(e.g. to 4000 px on the long side) or, if you trust the file and have the memory, raise data.max_pixels"
+        )
+
+
+def _check_target_size(im: Image.Image, path: Path, long_side: int, max_pixels: int) -> None:
+    """The resized image is bounded by max_pixels too: an enormous long side must not fail in the allocator."""
+    width, height = _target_size(*im.size, long_side)
+    if width * height > max_pixels:
+        raise ImageError(
+            f"'{path}' ({im.size[0]}x{im.size[1]}) resized to a long side of {long_side} px would be "
+            f"{width}x{height} = {width * height / 1e6:.1f} megapixels, above data.max_pixels={max_pixels:,}; "
+            "choose a smaller data.image_size (or data.style_size)"
         )
 
 

@@ -24,6 +24,7 @@ from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
 from nst_pl.image_io import load_image
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, Objective
+from nst_pl.resume import NST_KEY, class_name, reapply_optimizer_options
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -245,17 +246,39 @@ class StyleTransfer(pl.LightningModule):
         return outputs
 
     # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What a resume must not change, beside the hyper-parameters (see resume.py): the extractor's and the
+        # optimiser's classes and the pairs' names.
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        checkpoint[NST_KEY] = {
+            "extractor": class_name(self.objective.extractor),
+            "optimizer": class_name(optimizers[0]) if optimizers else None,
+            "pairs": list(self.pair_images.names) if self.pair_images is not None else None,
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The image parameter is created in `setup` from the data, so it already has the checkpoint's shape; a
-        # mismatch means the resumed run was given other images.
-        saved = checkpoint["state_dict"].get("image")
+        # mismatch means the resumed run was given other images (`nst-pl fit` refuses it earlier, in resume.py).
+        state = checkpoint["state_dict"]
+        saved = state.get("image")
         if saved is not None and self.image.shape != saved.shape:
             raise ConfigError(
                 f"the checkpoint holds images of shape {tuple(saved.shape)} but this run's data give "
                 f"{tuple(self.image.shape)}: resume with the same data.content, data.style and data.image_size"
             )
-        if self.ema_decay and "image_ema" not in checkpoint["state_dict"]:
-            checkpoint["state_dict"]["image_ema"] = torch.zeros_like(self.image.data)
+        # ema_decay may change on resume: carry the average reached so far over to the new decay (or drop it).
+        old_decay = (checkpoint.get("hyper_parameters") or {}).get("ema_decay", self.ema_decay)
+        steps = int(state.get("ema_steps", torch.zeros(())))
+        if not self.ema_decay:
+            state["image_ema"] = torch.empty(0)
+        elif "image_ema" not in state or state["image_ema"].shape != self.image.shape:
+            state["image_ema"] = torch.zeros_like(self.image.data)
+            state["ema_steps"] = torch.zeros((), dtype=torch.long)
+        elif old_decay != self.ema_decay and steps > 0:
+            average = averaged_image(saved, state["image_ema"], steps, old_decay)
+            state["image_ema"] = average * (1 - self.ema_decay**steps)  # bias-corrected: the same average now
+        # Lightning restores the optimiser's learning rate etc. from the checkpoint: the configured ones apply.
+        reapply_optimizer_options(checkpoint, self.optimizer_factory)
 
 
 def averaged_image(image: Tensor, image_ema: Tensor, ema_steps: int, ema_decay: float | None) -> Tensor:

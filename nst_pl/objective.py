@@ -94,9 +94,22 @@ class Objective:
         deepest = max(self.layers, key=self.extractor.layer_index)
         what = f"for {type(self.extractor).__name__} up to layer {deepest}: it needs at least {min_side} px"
         if photo < min_side:
+            # The narrowest photo decides; a very elongated one (a 1x5000 strip) cannot be fixed by image_size.
+            i = min(range(len(self.images.sizes)), key=lambda k: min(self.images.sizes[k]))
+            h, w = self.images.sizes[i]
+            sources = self.images.source_sizes
+            sh, sw = (sources[i] if sources and sources[i] else None) or (h, w)  # the true aspect ratio
+            needed = math.ceil(min_side * max(sh, sw) / min(sh, sw) / ratio)
+            if needed > 4 * full:
+                raise ConfigError(
+                    f"the photo of pair '{self.images.names[i]}' is too elongated ({sw}x{sh} px in its file): its "
+                    f"short side would reach the {min_side} px needed {what[4:]} only at "
+                    f"data.image_size {needed}. Crop that photo to a less extreme aspect ratio, or leave it out of "
+                    "data.content."
+                )
             raise ConfigError(
-                f"an image side of {int(photo)} px is too small {what}. Raise data.image_size (or the first of "
-                "model.scales), or use shallower layers."
+                f"an image side of {int(photo)} px is too small {what}. Raise data.image_size (to at least {needed}) "
+                "(or the first of model.scales), or use shallower layers."
             )
         style = min(
             min(s.shape[-2:]) * _style_long_side(s, ratio) / max(s.shape[-2:])

@@ -127,3 +127,59 @@ def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callback
     trainer = tiny_trainer(root, max_steps=max_steps, callbacks=callbacks, **trainer_kw)
     trainer.fit(model, datamodule=data)
     return model, data, trainer
+
+
+# ------------------------------------------------------------------- the CLI in-process (test_resume, test_edges)
+def cli_fit_args(content, style, out, steps: int = 2, *extra: str, size: int = 32) -> list[str]:
+    """`nst-pl fit` arguments for a tiny CPU run: untrained VGG19, SHALLOW layers, PNGs at every step."""
+    return [
+        "fit",
+        "--model.extractor",
+        "nst_pl.extractors.VGG19",
+        "--model.extractor.init_args.weights",
+        "null",
+        *SHALLOW_CLI,
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--data.image_size",
+        str(size),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--image_logger.every_n_steps",
+        "1",
+        *extra,
+    ]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """Run `nst-pl` in-process: (exit code, stderr)."""
+    from nst_pl.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, capsys.readouterr().err
+
+
+def assert_clear_error(code: int, err: str, *words: str) -> str:
+    """Exit code 2, no traceback, and one `nst-pl: error:` paragraph that contains every word."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.count("nst-pl: error:") == 1, err
+    paragraph = err[err.index("nst-pl: error:") :]
+    for word in words:
+        assert word in paragraph, f"{word!r} not in {paragraph!r}"
+    assert len(paragraph.strip().splitlines()) <= 8, paragraph
+    return paragraph

@@ -75,6 +75,40 @@ def test_find_images_folder_sorted_skips_non_images_with_warning(tmp_path):
     assert "sub/" in message and "CREDITS" not in message and "DS_Store" not in message
 
 
+def _special_files(folder: Path) -> dict[str, str]:
+    """A FIFO, a socket, a dangling link and a link loop, each named like an image: name -> expected reason."""
+    import socket
+
+    os.mkfifo(folder / "b.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "c.png"))
+    sock.close()  # the socket file stays
+    (folder / "d.png").symlink_to(folder / "gone.png")
+    (folder / "e.png").symlink_to(folder / "e.png")
+    return {"b.png": "named pipe", "c.png": "socket", "d.png": "dangling", "e.png": "loop"}
+
+
+def test_find_images_skips_special_files_and_broken_links_with_a_warning(tmp_path):
+    write(tmp_path / "a.png")
+    (tmp_path / "f.png").symlink_to(tmp_path / "a.png")  # a link to a regular file is read
+    reasons = _special_files(tmp_path)
+    with pytest.warns(UserWarning) as record:
+        found = find_images(tmp_path)
+    assert [p.name for p in found] == ["a.png", "f.png"]
+    message = " ".join(str(w.message) for w in record)
+    for name, reason in reasons.items():
+        assert f"{name} (" in message and reason in message, (name, message)
+
+
+def test_a_special_file_or_broken_link_named_explicitly_is_a_clear_error(tmp_path):
+    reasons = _special_files(tmp_path)
+    for name, reason in reasons.items():
+        with pytest.raises(ImageError, match=reason):
+            find_images(tmp_path / name)
+        with pytest.raises(ImageError, match=reason):
+            load_image(tmp_path / name)  # never opens the FIFO (that would wait forever)
+
+
 def test_find_images_sample_folders_load_without_warnings(recwarn):
     for folder, what in (("images", "content"), ("style", "style")):
         for path in find_images(REPO / folder, what=what):

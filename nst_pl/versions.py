@@ -1,0 +1,38 @@
+"""Run folders claimed atomically: two runs started at once into one root get distinct `version_<k>` folders.
+
+Lightning's loggers pick `version_<k>` by listing the folder and taking the largest k plus one; two runs (fresh or
+resumed) that list it at the same moment both take the same k and overwrite each other's images. Here the folder
+is created with `os.mkdir`, which fails for all but one process: the others move on to k + 1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nst_pl.errors import OutputError
+
+
+def claim_version(logger) -> None:
+    """Create the logger's next `version_<k>` folder atomically and pin the logger to it (local folders only)."""
+    if getattr(logger, "_version", "") is not None or not hasattr(logger, "_get_next_version"):
+        return  # a version chosen by the user, or a logger without versions
+    root = Path(logger.root_dir) if getattr(logger, "root_dir", None) else None
+    if root is None or "://" in str(root):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    version = logger._get_next_version()
+    for _ in range(10_000):
+        try:
+            os.mkdir(root / f"version_{version}")
+        except FileExistsError:
+            version += 1
+            continue
+        except OSError as err:
+            raise OutputError(
+                f"cannot create the run folder '{root / f'version_{version}'}': {err.strerror or err}; choose a "
+                "writable location with --trainer.default_root_dir DIR"
+            ) from None
+        logger._version = version
+        return
+    raise OutputError(f"no free version_<k> folder in '{root}': clean it up or choose another default_root_dir")
