@@ -76,8 +76,11 @@ class StepProgressBar(TQDMProgressBar):
         return self._tty
 
     def init_train_tqdm(self) -> Tqdm:
+        trainer = self.trainer
         return Tqdm(
             desc="",
+            total=self.total_steps(trainer),
+            initial=trainer.global_step,
             position=(2 * self.process_position),
             disable=self.is_disabled or not self.tty,
             leave=True,
@@ -88,19 +91,17 @@ class StepProgressBar(TQDMProgressBar):
             bar_format=self.BAR_FORMAT,
         )
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        # One "epoch" is the whole run; the bar counts steps from the (resumed) global step to max_steps, so its rate
-        # and time left only count the steps of this run.
-        if self._leave:
-            self.train_progress_bar = self.init_train_tqdm()
-        bar = self.train_progress_bar
-        bar.reset(total=self.total_steps(trainer))
-        bar.initial = bar.n = trainer.global_step
-        bar.set_description("")
+    def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        # One "epoch" is the whole run, so one bar: it counts steps from the (resumed) global step to max_steps, and
+        # its rate and time left only count the steps of this run.
+        self.train_progress_bar = self.init_train_tqdm()
         self._start = time.perf_counter()
         total = self.total_steps(trainer) or 0
         self._every = max(1, total // 10) if total else 100
         self._next_line = trainer.global_step + self._every
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        pass  # no "Epoch N" bar (see on_train_start)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -116,8 +117,7 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if not bar.disable:
             bar.set_postfix_str(self.postfix(trainer, pl_module), refresh=True)
-        if self._leave:
-            bar.close()
+        bar.close()
 
     @rank_zero_only
     def _print_line(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
