@@ -11,7 +11,7 @@ configured) reads
 - `128 px` is the long side of the view that the loss sees (coarse-to-fine `model.scales`), then the full size.
 - `loss` is the total loss of the last step (mean over pairs); no `v_num`.
 When stdout is not a terminal (a log file, a pipe, a batch job) there is no bar redrawn with carriage returns: one
-plain line `step k/N, 128 px, loss …, 12 s` is printed at every tenth of the run and at the end.
+plain line `step k/N, 128 px, loss …, 12 s, 40 s left` is printed at every tenth of the run and at the end.
 
 `RunTensorBoardLogger` is Lightning's TensorBoardLogger without the `epoch` scalar (always 0 here) and without the
 placeholder `hp_metric`: the scalars are the losses (`loss/…`) and the view's long side (`scale/long_side`).
@@ -39,6 +39,8 @@ class StepProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
         self._tty: bool | None = None
         self._start = 0.0
+        self._first_step = 0
+        self._every = 100
         self._next_line = 0
 
     # ----------------------------------------------------------------------------------- the text
@@ -62,7 +64,7 @@ class StepProgressBar(TQDMProgressBar):
         return ", ".join(([m["scale"]] if "scale" in m else []) + ([f"loss {m['loss']}"] if "loss" in m else []))
 
     def line(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-        """The plain (non-terminal) progress line: `step 151/300, 128 px, loss 0.4321, 3 s`."""
+        """`step 151/300, 128 px, loss 0.4321`: the bar's text, and the start of a plain (non-terminal) line."""
         total = self.total_steps(trainer)
         text = f"step {trainer.global_step}/{total if total else '?'}"
         post = self.postfix(trainer, pl_module)
@@ -96,6 +98,7 @@ class StepProgressBar(TQDMProgressBar):
         # its rate and time left only count the steps of this run.
         self.train_progress_bar = self.init_train_tqdm()
         self._start = time.perf_counter()
+        self._first_step = trainer.global_step
         total = self.total_steps(trainer) or 0
         self._every = max(1, total // 10) if total else 100
         self._next_line = trainer.global_step + self._every
@@ -123,7 +126,10 @@ class StepProgressBar(TQDMProgressBar):
     def _print_line(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._next_line = trainer.global_step + self._every
         seconds = time.perf_counter() - self._start
-        sys.stdout.write(f"{self.line(trainer, pl_module)}, {seconds:.0f} s\n")
+        # Time left from the steps of this run only (a resumed run did not take the checkpoint's steps).
+        done, total = trainer.global_step - self._first_step, self.total_steps(trainer)
+        left = f", {seconds / done * (total - trainer.global_step):.0f} s left" if done > 0 and total else ""
+        sys.stdout.write(f"{self.line(trainer, pl_module)}, {seconds:.0f} s{left}\n")
         sys.stdout.flush()
 
 

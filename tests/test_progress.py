@@ -55,7 +55,7 @@ def test_progress_counts_steps_with_scale_and_loss_also_after_a_resume(tmp_path,
     main(fit_args(tmp_path, pair_dirs, 4))
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert [re.sub(r"loss [0-9.e+-]+, \d+ s", "loss L", line) for line in lines[:-1]] == [
+    assert [re.sub(r"loss [0-9.e+-]+, \d+ s, \d+ s left", "loss L", line) for line in lines[:-1]] == [
         "step 1/4, 32 px, loss L",
         "step 2/4, 32 px, loss L",
         "step 3/4, 48 px, loss L",
