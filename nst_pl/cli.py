@@ -73,7 +73,9 @@ def main(args=None) -> int | None:
                 return compare.main(argv[1:])
             if argv[0] == "stylize":
                 return stylize_main(argv[1:])
-            make_cli(argv)
+            cli = make_cli(argv)
+            if cli.trainer.is_global_zero and cli.result_line():
+                print(cli.result_line())
     except KeyboardInterrupt:  # Ctrl-C before the training loop started (loading images, weights): nothing to save
         if debug():
             raise

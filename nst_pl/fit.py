@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -24,6 +25,7 @@ from nst_pl.data import PairDataModule
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
+from nst_pl.progress import RunTensorBoardLogger, StepProgressBar
 from nst_pl.resume import check_resume, load_checkpoint
 from nst_pl.versions import claim_version
 
@@ -129,11 +131,33 @@ class NSTCLI(LightningCLI):
         # replaced: a CheckpointIO plugin the user configured is kept.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        # TensorBoard opens on the losses: no placeholder `hp_metric` (-1) scalar from the hyperparameters.
+        # TensorBoard opens on the losses: no placeholder `hp_metric` (-1) scalar from the hyperparameters, and no
+        # `epoch` scalar (always 0). Lightning's own TensorBoardLogger (its default, or one configured by name) becomes
+        # a RunTensorBoardLogger: the same object and state, with a `log_metrics` that drops `epoch` (progress.py).
         for logger in trainer.loggers:
+            if type(logger) is TensorBoardLogger:
+                logger.__class__ = RunTensorBoardLogger
             if isinstance(logger, TensorBoardLogger):
                 logger._default_hp_metric = False
+        # Progress in steps `k/N` with the scale and the loss (progress.py) instead of Lightning's "Epoch 0: 151/?".
+        # Only Lightning's default bar is replaced: `enable_progress_bar: false` has none, and a configured one stays.
+        bar = trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar:
+            i = trainer.callbacks.index(bar)
+            trainer.callbacks[i] = StepProgressBar(refresh_rate=bar.refresh_rate, process_position=bar.process_position)
         return trainer
+
+    def result_line(self) -> str:
+        """The last line of `nst-pl fit`: where the run's images and its last checkpoint are."""
+        trainer = self.trainer
+        images = next((cb.root for cb in trainer.callbacks if isinstance(cb, ImageLogger)), None)
+        parts = [f"images in {images}"] if images else []
+        ckpt = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        if ckpt:
+            parts.append(f"checkpoint {ckpt}")
+        if trainer.log_dir:
+            parts.append(f"TensorBoard: tensorboard --logdir {trainer.log_dir}")
+        return f"nst-pl: step {trainer.global_step}: " + "; ".join(parts) if parts else ""
 
     def before_fit(self) -> None:
         # Fail before any work, not after an hour: Lightning's logger creates its folder before any callback's

@@ -311,6 +311,62 @@ def test_wrong_architecture_file_lists_a_few_keys_and_a_count(tmp_path) -> None:
         make("vgg16", weights=str(tmp_path / "junk.pth"))
 
 
+def test_a_file_of_another_architecture_is_named(tmp_path) -> None:
+    # A VGG16 state dict (features only, as the offline file) given to VGG19: the error says which class fits.
+    torch.save(VGG16(weights=None)._build_trunk().state_dict(), tmp_path / "vgg16.pth")
+    with pytest.raises(WeightsError, match=r"looks like a VGG16 state dict: use nst_pl\.extractors\.VGG16"):
+        VGG19(weights=str(tmp_path / "vgg16.pth"))
+    # A full torchvision AlexNet given to VGG16 (its classifier keys are ignored by the guess).
+    torch.save(torchvision_state_dict("alexnet"), tmp_path / "alexnet.pth")
+    with pytest.raises(WeightsError, match=r"looks like an AlexNet state dict: use nst_pl\.extractors\.AlexNet"):
+        make("vgg16", weights=str(tmp_path / "alexnet.pth"))
+    # A ResNet-50 given to AlexNet; a file that looks like nothing we know.
+    torch.save(ResNet50(weights=None)._build_trunk().state_dict(), tmp_path / "resnet.pth")
+    with pytest.raises(WeightsError, match=r"looks like a ResNet-50 state dict: use nst_pl\.extractors\.ResNet50"):
+        make("alexnet", weights=str(tmp_path / "resnet.pth"))
+    torch.save({"0.weight": torch.zeros(4, 3, 5, 5)}, tmp_path / "odd.pth")
+    with pytest.raises(WeightsError, match="does not look like a torchvision VGG, AlexNet or ResNet"):
+        make("vgg16", weights=str(tmp_path / "odd.pth"))
+
+
+def test_guess_architecture_from_keys_and_shapes() -> None:
+    from nst_pl.extractors.base import guess_architecture
+
+    def keys_of(builder):  # shapes only: built on the meta device, nothing is allocated or initialised
+        with torch.device("meta"):
+            return builder(weights=None).state_dict()
+
+    assert guess_architecture(keys_of(torchvision.models.vgg19)) == "nst_pl.extractors.VGG19"
+    assert guess_architecture(keys_of(torchvision.models.vgg16)) == "nst_pl.extractors.VGG16"
+    assert guess_architecture(keys_of(torchvision.models.resnet50)) == "nst_pl.extractors.ResNet50"
+    assert guess_architecture(keys_of(torchvision.models.alexnet)) == "nst_pl.extractors.AlexNet"
+    assert guess_architecture(keys_of(torchvision.models.resnet18)).startswith("a ResNet-18 (not supported")
+    assert guess_architecture(keys_of(torchvision.models.resnet101)).startswith("a ResNet-101 (not supported")
+    assert guess_architecture(keys_of(torchvision.models.vgg16_bn)).startswith("a VGG16 with batch norm")
+    assert guess_architecture(keys_of(torchvision.models.vgg11)).startswith("a VGG11 (not supported")
+    assert guess_architecture({"module.features.0.weight": torch.zeros(64, 3, 7, 7)}) is None
+
+
+def test_caffe_weights_with_another_normalization_warn(offline_vgg16, recwarn) -> None:
+    VGG16(weights=str(offline_vgg16), normalization="caffe")
+    VGG16(weights=str(offline_vgg16), mean=(0.48109, 0.45752, 0.40787), std=(1 / 255, 1 / 255, 1 / 255))
+    assert not [w for w in recwarn if "normalization" in str(w.message)]
+    for normalization in ("imagenet", "auto"):
+        with pytest.warns(UserWarning, match=r"look like the Caffe VGG16 .* set `normalization: caffe`.* ~5[78]x"):
+            VGG16(weights=str(offline_vgg16), normalization=normalization)
+
+
+def test_random_weights_never_warn_about_the_normalization(tmp_path, recwarn) -> None:
+    # Random weights (none, or a file of them) in every architecture and normalization: no warning.
+    for name in ("vgg16", "vgg19", "alexnet", "resnet50"):
+        cls = EXTRACTORS[name]
+        torch.save(cls(weights=None)._build_trunk().state_dict(), tmp_path / f"{name}.pth")
+        for normalization in ("imagenet", "none", "caffe"):
+            cls(weights=str(tmp_path / f"{name}.pth"), normalization=normalization)
+            cls(weights=None, normalization=normalization)
+    assert not [str(w.message) for w in recwarn if "normalization" in str(w.message)]
+
+
 @pytest.mark.skipif(not OFFLINE_VGG16.is_file(), reason="offline VGG16 weights not present")
 def test_offline_vgg16_weights_load_and_see_a_real_image() -> None:
     from PIL import Image

@@ -71,8 +71,8 @@ def test_tensorboard_holds_images_and_scalars(tmp_path, pair_dirs):
     _, _, trainer = fit(tmp_path, *pair_dirs, max_steps=4, callbacks=[ImageLogger(every_n_steps=2)])
     acc = EventAccumulator(trainer.log_dir, size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
-    assert "images/photo__paint" in acc.Tags()["images"]
-    assert [e.step for e in acc.Images("images/photo__paint")] == [0, 2, 4]
+    assert "stylized/photo__paint" in acc.Tags()["images"]
+    assert [e.step for e in acc.Images("stylized/photo__paint")] == [0, 2, 4]
     assert {"loss/total", "loss/style/relu1_1"} <= set(acc.Tags()["scalars"])
 
 
