@@ -74,8 +74,9 @@ def main(args=None) -> int | None:
             if argv[0] == "stylize":
                 return stylize_main(argv[1:])
             cli = make_cli(argv)
-            if cli.trainer.is_global_zero and cli.result_line():
-                print(cli.result_line())
+            line = cli.result_line() if cli.trainer.is_global_zero else ""
+            if line:
+                print(line)
     except KeyboardInterrupt:  # Ctrl-C before the training loop started (loading images, weights): nothing to save
         if debug():
             raise

@@ -155,8 +155,10 @@ class NSTCLI(LightningCLI):
         ckpt = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         if ckpt:
             parts.append(f"checkpoint {ckpt}")
-        if trainer.log_dir:
-            parts.append(f"TensorBoard: tensorboard --logdir {trainer.log_dir}")
+        # The logger's own folder: `trainer.log_dir` is a collective under DDP, and only rank 0 gets here.
+        log_dir = getattr(trainer.logger, "log_dir", None)
+        if log_dir:
+            parts.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         return f"nst-pl: step {trainer.global_step}: " + "; ".join(parts) if parts else ""
 
     def before_fit(self) -> None:
