@@ -130,15 +130,15 @@ def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callback
 
 
 # ------------------------------------------------------------------- the CLI in-process (test_resume, test_edges)
-def cli_fit_args(content, style, out, steps: int = 2, *extra: str, size: int = 32) -> list[str]:
-    """`nst-pl fit` arguments for a tiny CPU run: untrained VGG19, SHALLOW layers, PNGs at every step."""
+def cli_fit_args(content, style, out, steps: int = 2, *extra: str, size: int = 32, shallow: bool = True) -> list[str]:
+    """`nst-pl fit` arguments for a tiny CPU run: untrained VGG19, SHALLOW layers (or the defaults), PNGs every step."""
     return [
         "fit",
         "--model.extractor",
         "nst_pl.extractors.VGG19",
         "--model.extractor.init_args.weights",
         "null",
-        *SHALLOW_CLI,
+        *(SHALLOW_CLI if shallow else ()),
         "--data.content",
         str(content),
         "--data.style",

@@ -25,7 +25,8 @@ import pytest
 import torch
 import torchvision
 import yaml
-from conftest import REPO, SHALLOW_CLI, make_image, png_header_claiming
+from conftest import REPO, assert_clear_error, cli_fit_args, make_image, png_header_claiming
+from conftest import run_cli as run
 from PIL import Image
 
 from nst_pl import image_io
@@ -53,55 +54,7 @@ def inputs(root: Path) -> tuple[Path, Path]:
 def fit_args(
     root: Path, content, style, steps: int = 2, size: int = 32, *extra: str, shallow: bool = True
 ) -> list[str]:
-    return [
-        "fit",
-        "--model.extractor",
-        "nst_pl.extractors.VGG19",
-        "--model.extractor.init_args.weights",
-        "null",
-        *(SHALLOW_CLI if shallow else ()),
-        "--data.content",
-        str(content),
-        "--data.style",
-        str(style),
-        "--data.image_size",
-        str(size),
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(root / "out"),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--image_logger.every_n_steps",
-        "1",
-        *extra,
-    ]
-
-
-def run(args: list[str], capsys) -> tuple[int, str]:
-    """Run the CLI in-process: (exit code, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, capsys.readouterr().err
-
-
-def assert_clear_error(code: int, err: str, *words: str) -> str:
-    """Exit code 2, no traceback, and one `nst-pl: error:` paragraph that contains every word."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert err.count("nst-pl: error:") == 1, err
-    paragraph = err[err.index("nst-pl: error:") :]
-    for word in words:
-        assert word in paragraph, f"{word!r} not in {paragraph!r}"
-    assert len(paragraph.strip().splitlines()) <= 8, paragraph  # a paragraph, not a dump
-    return paragraph
+    return cli_fit_args(content, style, root / "out", steps, *extra, size=size, shallow=shallow)
 
 
 def run_dir(root: Path, version: int = 0) -> Path:
