@@ -87,7 +87,7 @@ class ImageLogger(pl.Callback):
         if not all(torch.isfinite(img).all() for img in images):
             rank_zero_warn(f"step {step}: the images are not finite, not saving them (the previous PNGs are kept)")
             return
-        # Tag `stylized/<pair>`: TensorBoard sorts tag groups by name, and the losses (`loss/…`) come first.
+        # Tag `stylized/<pair>`: TensorBoard sorts tag groups by name and opens the first two: `loss`, then these.
         tb = _tensorboard(trainer) if self.tensorboard else None
         for name, img in zip(pl_module.pair_images.names, images):
             save_image(img, self.root / name / f"step_{step:06d}.png")

@@ -185,7 +185,7 @@ class StyleTransfer(pl.LightningModule):
         for k, v in zip(keys, values):
             self.log(f"loss/{k}", v, on_step=True, prog_bar=k == "total")
         # The coarse-to-fine phase (long side of the view the loss sees), so that phase switches show in TensorBoard.
-        self.log("scale/long_side", float(self.objective.view_long_side(self.global_step)), on_step=True)
+        self.log("stylized/scale_long_side", float(self.objective.view_long_side(self.global_step)), on_step=True)
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):

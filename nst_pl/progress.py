@@ -14,7 +14,8 @@ When stdout is not a terminal (a log file, a pipe, a batch job) there is no bar 
 plain line `step k/N, 128 px, loss …, 12 s, 40 s left` is printed at every tenth of the run and at the end.
 
 `RunTensorBoardLogger` is Lightning's TensorBoardLogger without the `epoch` scalar (always 0 here) and without the
-placeholder `hp_metric`: the scalars are the losses (`loss/…`) and the view's long side (`scale/long_side`).
+placeholder `hp_metric`: the scalars are the losses (`loss/…`) and the view's long side
+(`stylized/scale_long_side`, beside the images).
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def test_progress_counts_steps_with_scale_and_loss_also_after_a_resume(tmp_path,
     tags = acc.Tags()["scalars"]
     assert "epoch" not in tags and "hp_metric" not in tags
     assert {"loss/total", "loss/style/relu1_1"} <= set(tags)
-    assert [(e.step, e.value) for e in acc.Scalars("scale/long_side")] == [(0, 32), (1, 32), (2, 48), (3, 48)]
+    assert [(e.step, e.value) for e in acc.Scalars("stylized/scale_long_side")] == [(0, 32), (1, 32), (2, 48), (3, 48)]
 
     # Resumed in a terminal: the bar starts at the checkpoint's step, with the right total (Lightning's own bar
     # showed "Epoch 1: | 5/?" with a rate counting the skipped steps).
