@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from nst_pl import compare
+import nst_pl.compare as compare
 from nst_pl.errors import NSTError
 from nst_pl.fit import DEBUG_ENV, NSTCLI, TRAINER_DEFAULTS, debug, make_cli
 from nst_pl.quiet import VERBOSE_FLAG, quiet_run

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from nst_pl import losses
+import nst_pl.losses as losses
 from nst_pl.extractors import VGG16
 
 JUDGE_CONTENT_LAYER = "relu4_2"

@@ -108,10 +108,11 @@ def wasserstein_target(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     """Squared 2-Wasserstein distance between Gaussian fits of the features and of the style, per pair: [N].
 
-    W2² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₂^½ Σ₁ Σ₂^½)^½)  (Gaussian closed form; e.g. Kolkin et al. 2019 and
-    crowsonkb/style-transfer-pytorch use this family of losses). Divided by C so its scale matches the other
-    per-channel-averaged losses. The matrix square root goes through `eigh`, whose gradient is stable as long as
-    eigenvalues are distinct; the covariance carries a small ridge (eps·I) for that reason.
+    W2² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₂^½ Σ₁ Σ₂^½)^½),
+    the Gaussian closed form (e.g. Kolkin et al. 2019 and crowsonkb/style-transfer-pytorch use this family of
+    losses). Divided by C so its scale matches the other per-channel-averaged losses. The matrix square root goes
+    through `eigh`, whose gradient is stable as long as eigenvalues are distinct; the covariance carries a small ridge
+    (eps·I) for that reason.
     """
     mu_t, cov_t, sqrt_t = target
     mu, cov = gaussian_fit(features)

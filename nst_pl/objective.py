@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from nst_pl import losses
+import nst_pl.losses as losses
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import FeatureExtractor
