@@ -47,7 +47,7 @@ class StyleTransfer(pl.LightningModule):
         style_weight: float = 3.0,
         tv_weight: float = 0.0,
         style_loss: Literal["gram", "mean_std", "wasserstein"] = "gram",
-        relative_losses: bool = True,
+        relative_losses: bool | Literal["shared"] = True,
         init: str = "content",
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
@@ -71,8 +71,10 @@ class StyleTransfer(pl.LightningModule):
             tv_weight: Weight of the total-variation (smoothness) term; 0 turns it off.
             style_loss: `gram` (Gatys et al.), `mean_std` (per-channel mean and std, as in AdaIN) or
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
-            relative_losses: Divide each layer's loss by the mean square of its target, so the weights do not depend
-                on the extractor's feature scale. False gives the plain losses of the paper.
+            relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
+                the extractor's feature scale: `true` each layer by its own (every layer gets the same say), `shared`
+                every style layer by one number (the paper's proportions between layers: for Gram losses the low
+                layers, colour and fine texture, dominate). False gives the plain losses of the paper.
             init: Starting image: `content` (the photo), `noise` (uniform), `style` (noise with the style's colour
                 mean and std), or a path to an image file.
             scales: Coarse-to-fine: long sides (px) of the coarse phases, ascending and below `data.image_size`,

@@ -8,8 +8,11 @@ The loss sees a view of the image: the image itself, or during the coarse phases
 downscaled copy. Targets (content features, style statistics and their scales) are computed once per view size.
 
 Departures from Gatys et al. (2015):
-- with `relative_losses` each layer's loss is divided by the mean square of its target, so one set of weights works
-  for every extractor and normalisation (raw feature scales differ by ~3 orders of magnitude between them);
+- with `relative_losses` the losses are divided by the mean square of their targets, so one set of weights works for
+  every extractor and normalisation (raw feature scales differ by ~3 orders of magnitude between them): `true` divides
+  each layer by its own target's, which gives every layer the same say; `shared` divides all the style layers by one
+  number (and the content layers by another), which keeps the paper's proportions between layers (for Gram losses
+  the low layers dominate: colour and fine texture);
 - the Gram matrix is normalised by C·H·W (see `losses.gram`).
 """
 
@@ -48,7 +51,7 @@ class Objective:
         style_weight: float = 3.0,
         tv_weight: float = 0.0,
         style_loss: str = "gram",
-        relative_losses: bool = True,
+        relative_losses: bool | str = True,
         scales: Sequence[int] | None = None,
         scale_steps: Sequence[int] | None = None,
     ) -> None:
@@ -70,6 +73,8 @@ class Objective:
             )
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
         self.style_loss = losses.STYLE_LOSSES[style_loss]
+        if relative_losses not in (True, False, "shared"):
+            raise ConfigError(f"model.relative_losses must be true, false or shared, got {relative_losses!r}")
         self.relative_losses = relative_losses
         self.scales, self.planned_steps = _check_scales(scales, scale_steps)
         self.scale_steps = self.planned_steps  # what `bind` fits into the run
@@ -180,6 +185,13 @@ class Objective:
             for l in self.style_layers:
                 scale["style", l] = sum(blend[:, k] * self.style_loss.scale(style[k][l]) for k in range(len(style)))
                 scale["style", l] = scale["style", l] + 1e-8
+            if self.relative_losses == "shared":  # one number per loss: the layer-weighted mean of the layers' scales
+                for kind, layers, weights in (
+                    ("content", self.content_layers, self.content_layer_weights),
+                    ("style", self.style_layers, self.style_layer_weights),
+                ):
+                    shared = sum(w * scale[kind, l] for l, w in zip(layers, weights))
+                    scale.update({(kind, l): shared for l in layers})
         self._targets[size] = {"content": content, "style": style, "scale": scale}
         return self._targets[size]
 

@@ -146,20 +146,36 @@ def test_blended_styles(tmp_path):
         PairDataModule(content=str(c), style=str(s), style_blend=[float("nan"), 1.0])
 
 
-def test_relative_losses_make_weights_independent_of_feature_scale(tmp_path, pair_dirs):
+def _losses_of_a_random_image(root, pair_dirs, norm: str, relative) -> dict:
+    torch.manual_seed(0)
+    model = StyleTransfer(VGG16(weights=None, normalization=norm), relative_losses=relative, **SHALLOW)
+    data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
+    tiny_trainer(root / f"{norm}_{relative}", max_steps=1).fit(model, datamodule=data)
+    with torch.no_grad():
+        model.image.copy_(torch.rand_like(model.image, generator=torch.Generator().manual_seed(1)))
+        return model.objective(model.image, torch.tensor([0]), step=0)
+
+
+@pytest.mark.parametrize("relative", [True, "shared"])
+def test_relative_losses_make_weights_independent_of_feature_scale(tmp_path, pair_dirs, relative):
     """The same image gives the same relative loss whatever the extractor's input scale (caffe vs imagenet)."""
-    vals = {}
-    for norm in ("imagenet", "caffe"):
-        torch.manual_seed(0)
-        model = StyleTransfer(VGG16(weights=None, normalization=norm), **SHALLOW)
-        data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
-        tiny_trainer(tmp_path / norm, max_steps=1).fit(model, datamodule=data)
-        with torch.no_grad():
-            model.image.copy_(torch.rand_like(model.image, generator=torch.Generator().manual_seed(1)))
-            vals[norm] = model.objective(model.image, torch.tensor([0]), step=0)
+    vals = {norm: _losses_of_a_random_image(tmp_path, pair_dirs, norm, relative) for norm in ("imagenet", "caffe")}
     # ReLU nets are positively homogeneous but biases break exact equality: within 2x, while raw scales differ ~1e4x
-    ratio = float(vals["caffe"]["style"] / vals["imagenet"]["style"])
-    assert 0.5 < ratio < 2.0, ratio
+    for term in ("style", "content"):
+        ratio = float(vals["caffe"][term] / vals["imagenet"][term])
+        assert 0.5 < ratio < 2.0, (term, ratio)
+
+
+def test_shared_relative_losses_keep_the_raw_proportions_between_layers(tmp_path, pair_dirs):
+    raw = _losses_of_a_random_image(tmp_path, pair_dirs, "caffe", False)
+    shared = _losses_of_a_random_image(tmp_path, pair_dirs, "caffe", "shared")
+    layer = _losses_of_a_random_image(tmp_path, pair_dirs, "caffe", True)
+    ratios = {k: float(shared[k] / raw[k]) for k in ("style/relu1_1", "style/relu2_1")}
+    assert ratios["style/relu1_1"] == pytest.approx(ratios["style/relu2_1"], rel=1e-5)  # one divisor for all layers
+    per_layer = {k: float(layer[k] / raw[k]) for k in ratios}
+    assert per_layer["style/relu1_1"] != pytest.approx(per_layer["style/relu2_1"], rel=1e-2)  # `true` reweights
+    with pytest.raises(ValueError, match="relative_losses"):
+        StyleTransfer(VGG16(weights=None), relative_losses="layer-wise")
 
 
 def test_preserve_color_histogram_measures_the_real_image_not_the_padding(tmp_path):
