@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -14,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from nst_pl.errors import ConfigError, ImageError, OutputError
 from nst_pl.image_io import save_image
+from nst_pl.progress import RunTensorBoardLogger
 
 
 class ImageLogger(pl.Callback):
@@ -32,6 +35,7 @@ class ImageLogger(pl.Callback):
         self.dirname = dirname
         self.root: Path | None = None
         self._last_saved: int | None = None
+        self._failed: int | None = None  # the step whose images could not be written at the start
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # `trainer.log_dir` is a collective under DDP: resolve it on every rank, here, not in rank-zero code.
@@ -41,7 +45,13 @@ class ImageLogger(pl.Callback):
             _check_writable(self.root)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save_or_warn(trainer, pl_module)
+        # The first images are written before any step: a disk that cannot take them (it filled after the probe)
+        # ends the run now, with nothing to lose, instead of at the first checkpoint an hour later.
+        try:
+            self.save(trainer, pl_module)
+        except OutputError:
+            self._failed = trainer.global_step  # on_exception must not try (and warn) again
+            raise
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -73,6 +83,8 @@ class ImageLogger(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Ctrl-C, SIGTERM or a diverged loss: keep what was reached (save() refuses non-finite images).
+        if self._failed == trainer.global_step:
+            return
         try:
             self.save(trainer, pl_module)
         except Exception as err:  # never mask the original exception
@@ -92,7 +104,7 @@ class ImageLogger(pl.Callback):
         for name, img in zip(pl_module.pair_images.names, images):
             save_image(img, self.root / name / f"step_{step:06d}.png")
             if tb is not None:
-                tb.add_image(f"stylized/{name}", img, global_step=step)
+                tb.log_image(f"stylized/{name}", img, step)
         if tb is not None:
             tb.flush()
         self._last_saved = step
@@ -120,11 +132,27 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-def _tensorboard(trainer: pl.Trainer):
+def _tensorboard(trainer: pl.Trainer) -> RunTensorBoardLogger | _PlainTensorBoard | None:
+    """The run's TensorBoard, with `log_image(tag, image, step)` and `flush()`; None without one."""
     for logger in trainer.loggers:
+        if isinstance(logger, RunTensorBoardLogger):
+            return logger  # a failing event file warns once and stops logging, instead of ending the run
         if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
+            return _PlainTensorBoard(logger.experiment)
     return None
+
+
+class _PlainTensorBoard:
+    """A user's own TensorBoardLogger subclass, written to as Lightning would."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, image, global_step=step)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
 
 def _check_writable(folder: Path) -> None:
@@ -133,10 +161,19 @@ def _check_writable(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         # One probe name per process: DDP ranks may check the same folder at the same time.
         probe = folder / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:
+            # Some bytes, synced: an empty file needs no data block and is created even on a full disk.
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
     except OSError as err:
+        full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+        fix = "Free some disk space there, or choose" if full else "Choose"
         raise OutputError(
-            f"cannot write the output folder '{folder}': {err.strerror or err}. Choose a writable location with "
+            f"cannot write the output folder '{folder}': {err.strerror or err}. {fix} a writable location with "
             "--trainer.default_root_dir DIR (or the logger's save_dir)"
         ) from None

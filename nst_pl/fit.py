@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -22,7 +22,7 @@ from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.config_files import check_config_files
 from nst_pl.data import PairDataModule
-from nst_pl.errors import ConfigError
+from nst_pl.errors import ConfigError, OutputError
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import StyleTransfer
 from nst_pl.progress import RunTensorBoardLogger, StepProgressBar
@@ -90,6 +90,22 @@ def debug() -> bool:
 def error_paragraph(message: str, command: str) -> str:
     """The one paragraph a user error ends with, on stderr (exit code 2)."""
     return f"nst-pl: error: {message.strip()}\nRun `nst-pl {command} --help` for the options.\n"
+
+
+class RunSaveConfig(SaveConfigCallback):
+    """Lightning's config.yaml writer; a write that fails (a full disk before the first step) is one paragraph."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        try:
+            super().setup(trainer, pl_module, stage)
+        except OSError as err:
+            if isinstance(err, OutputError):
+                raise
+            folder = getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir  # no collective here
+            raise OutputError(
+                f"cannot write {self.config_filename} in '{folder}': {err.strerror or err}; free some disk space or "
+                "choose a writable location with --trainer.default_root_dir DIR"
+            ) from None
 
 
 class NSTCLI(LightningCLI):
@@ -283,6 +299,7 @@ def make_cli(
         PairDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
+        save_config_callback=RunSaveConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_class=NSTArgumentParser,

@@ -1,13 +1,25 @@
-"""The red team's weak messages (issue "Reliability 2"): each ends in one paragraph that names the option or file to
-change, exit 2, no traceback, and no run folder."""
+"""The red team's cases (issue "Reliability 2"): weak messages end in one paragraph that names the option or file to
+change (exit 2, no traceback, no run folder); faults at the edges of a run (a disk that fills before the first step,
+TensorBoard's writer failing, a broken stdout) never lose the run; run folders are claimed atomically."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import assert_clear_error, cli_fit_args, make_image, run_cli
+import torch
+from conftest import (
+    assert_clear_error,
+    cli_fit_args,
+    fail_tensorboard_writes,
+    fail_writes,
+    make_image,
+    run_cli,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,3 +87,73 @@ def test_very_many_pairs_warn_and_a_documented_limit_refuses_more(tmp_path):
         PairDataModule(content=str(tmp_path / "c"), style=str(tmp_path / "s"))
     with pytest.raises(ConfigError, match="data.max_pairs=1,000"):
         PairDataModule(content=[str(p) for p in contents], style=[str(p) for p in styles], max_pairs=1000)
+
+
+# ------------------------------------------------------------------------------------- faults at the edges
+def _inputs(root: Path) -> tuple[Path, Path]:
+    content = make_image(root / "content" / "photo.png", (48, 40), seed=1)
+    style = make_image(root / "style" / "paint.png", (40, 40), seed=2, kind="stripes")
+    return content, style
+
+
+def _run_folder(root: Path) -> Path:
+    return root / "out" / "lightning_logs" / "version_0"
+
+
+def _steps(folder: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.png"))
+
+
+def _disk_full_at(monkeypatch, where: str) -> tuple[str, ...]:
+    """The disk fills at `where`, after the previous checks passed; returns words the error must contain."""
+    import nst_pl.callbacks as callbacks
+    from nst_pl.fit import NSTArgumentParser
+
+    enospc = OSError(errno.ENOSPC, "No space left on device")
+    if where == "probe":  # a truly full disk: creating the empty probe file works, its data block does not
+
+        def fsync(fd):
+            raise enospc
+
+        monkeypatch.setattr(callbacks, "os", SimpleNamespace(**{**vars(os), "fsync": fsync}))  # the probe's only
+        return "cannot write the output folder", "No space left", "Free some disk space"
+    if where == "tensorboard":
+        fail_tensorboard_writes(monkeypatch, 1)
+        return "TensorBoard's event file", "No space left", "--trainer.default_root_dir"
+    if where == "config.yaml":
+
+        def save(self, *args, **kwargs):
+            raise enospc
+
+        monkeypatch.setattr(NSTArgumentParser, "save", save)
+        return "config.yaml", "No space left", "free some disk space"
+    if where == "step-0 images":
+        fail_writes(monkeypatch, b"\x89PNG", 1)
+        return "step_000000.png", "no space left", "free some disk space"
+    raise AssertionError(where)
+
+
+@pytest.mark.parametrize("where", ["probe", "tensorboard", "config.yaml", "step-0 images"])
+def test_a_disk_that_is_full_before_the_first_step_is_a_clear_error(where, tmp_path, capsys, monkeypatch):
+    content, style = _inputs(tmp_path)
+    words = _disk_full_at(monkeypatch, where)
+    code, err = run_cli(cli_fit_args(content, style, tmp_path / "out", 3), capsys)
+    assert_clear_error(code, err, *words)
+    assert "Exception in thread" not in err and "warning" not in err  # no traceback of TensorBoard's thread
+    images = _run_folder(tmp_path) / "images" / "photo__paint"
+    assert _steps(images) == []  # not a single step ran
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_tensorboard_failing_during_the_run_warns_once_and_the_run_finishes(tmp_path, capsys, monkeypatch):
+    content, style = _inputs(tmp_path)
+    fail_tensorboard_writes(monkeypatch, 5)  # after the first few events: the disk of the event file fills
+    code, err = run_cli(cli_fit_args(content, style, tmp_path / "out", 4, "--trainer.log_every_n_steps", "1"), capsys)
+    assert code == 0, err
+    assert "Traceback" not in err and "Exception in thread" not in err
+    warning = "nst-pl: warning: TensorBoard's files in"
+    assert err.count(warning) == 1 and "No space left on device" in err and "TensorBoard logging stops" in err
+    run = _run_folder(tmp_path)
+    assert _steps(run / "images" / "photo__paint") == [0, 1, 2, 3, 4]  # every image, the final one included
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4

@@ -8,7 +8,6 @@ in-process tests instead of adding up.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import pytest
 import torch
 import torchvision
 import yaml
-from conftest import REPO, assert_clear_error, cli_fit_args, make_image, png_header_claiming
+from conftest import REPO, assert_clear_error, cli_fit_args, fail_writes, make_image, png_header_claiming
 from conftest import run_cli as run
 from PIL import Image
 
@@ -411,25 +410,9 @@ def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, ca
 
 
 # ---------------------------------------------------------------------------------------------- 5. faults
-def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None = None) -> list[int]:
-    """Make the n-th atomic write of files starting with `magic` fail with ENOSPC, for fail_from <= n <= fail_to."""
-    original, seen = image_io._write_all, []
-
-    def write_all(fd, data):
-        if bytes(data[: len(magic)]) == magic:
-            seen.append(len(data))
-            if fail_from <= len(seen) and (fail_to is None or len(seen) <= fail_to):
-                original(fd, data[: len(data) // 2])
-                raise OSError(errno.ENOSPC, "No space left on device")
-        original(fd, data)
-
-    monkeypatch.setattr(image_io, "_write_all", write_all)
-    return seen
-
-
 def test_full_disk_during_a_periodic_png_save_warns_and_continues(tmp_path, capsys, monkeypatch):
     content, style = inputs(tmp_path)
-    _fail_writes(monkeypatch, PNG_MAGIC, 3, 3)  # the 3rd PNG: step 2
+    fail_writes(monkeypatch, PNG_MAGIC, 3, 3)  # the 3rd PNG: step 2
     code, err = run(fit_args(tmp_path, content, style, 4), capsys)
     assert code == 0, err
     warning = "nst-pl: warning: step 2: could not save the images, the run continues"
@@ -440,7 +423,7 @@ def test_full_disk_during_a_periodic_png_save_warns_and_continues(tmp_path, caps
 
 def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(tmp_path, capsys, monkeypatch):
     content, style = inputs(tmp_path)
-    _fail_writes(monkeypatch, PNG_MAGIC, 3)  # every PNG from step 2 on
+    fail_writes(monkeypatch, PNG_MAGIC, 3)  # every PNG from step 2 on
     code, err = run(fit_args(tmp_path, content, style, 3), capsys)
     assert "nst-pl: warning: step 2: could not save" in err
     assert_clear_error(code, err, "step_000003.png", "no space left", "free some disk space")
@@ -457,7 +440,7 @@ def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(
 
 def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
     content, style = inputs(tmp_path)
-    _fail_writes(monkeypatch, CKPT_MAGIC, 2)  # every checkpoint after the first
+    fail_writes(monkeypatch, CKPT_MAGIC, 2)  # every checkpoint after the first
     code, err = run(fit_args(tmp_path, content, style, 4, 32, "--checkpoint.every_n_train_steps", "1"), capsys)
     assert_clear_error(code, err, "checkpoint not saved", ".ckpt", "no space left", "left untouched")
     assert load_ckpt(run_dir(tmp_path) / "checkpoints" / "last.ckpt")["global_step"] == 1
@@ -476,7 +459,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     io_ = AtomicCheckpointIO()
     path = tmp_path / "ckpts" / "last.ckpt"
     io_.save_checkpoint({"global_step": 1, "x": torch.ones(1000)}, path)
-    _fail_writes(monkeypatch, CKPT_MAGIC, 1)
+    fail_writes(monkeypatch, CKPT_MAGIC, 1)
     with pytest.raises(OutputError, match="no space left"):
         io_.save_checkpoint({"global_step": 2, "x": torch.zeros(1000)}, path)
     assert load_ckpt(path)["global_step"] == 1
