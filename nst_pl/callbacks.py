@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,10 +14,15 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.errors import ConfigError, ImageError, OutputError
 from nst_pl.image_io import save_image
 from nst_pl.progress import RunTensorBoardLogger
+
+# After Ctrl-C or SIGTERM, the images of the step reached are written for at most this long (the checkpoint holds
+# them all): the process ends within about a second, however many pairs there are.
+SIGNAL_SAVE_SECONDS = 0.5
 
 
 class ImageLogger(pl.Callback):
@@ -85,13 +91,20 @@ class ImageLogger(pl.Callback):
         # Ctrl-C, SIGTERM or a diverged loss: keep what was reached (save() refuses non-finite images).
         if self._failed == trainer.global_step:
             return
+        # A signal asks to stop now: with many pairs, writing every PNG would take minutes. The images written in
+        # SIGNAL_SAVE_SECONDS are kept; every pair's image is in the checkpoint saved next.
+        signalled = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
         try:
-            self.save(trainer, pl_module)
+            self.save(trainer, pl_module, deadline=time.monotonic() + SIGNAL_SAVE_SECONDS if signalled else None)
         except Exception as err:  # never mask the original exception
             rank_zero_warn(f"could not save the images after {type(exception).__name__}: {err}")
 
     @rank_zero_only
-    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, deadline: float | None = None) -> None:
+        """Every pair's PNG of this step (and the TensorBoard images). A SIGTERM/SIGHUP that arrives meanwhile stops
+        the writing between two files (Lightning would notice it only after the next step, whose own save would
+        write every pair again): a single process stops at once. `deadline` (time.monotonic()) bounds the writing
+        on the way out after a signal."""
         step = trainer.global_step
         if self._last_saved == step or self.root is None or pl_module.image.numel() == 0:
             return
@@ -101,7 +114,18 @@ class ImageLogger(pl.Callback):
             return
         # Tag `stylized/<pair>`: TensorBoard sorts tag groups by name and opens the first two: `loss`, then these.
         tb = _tensorboard(trainer) if self.tensorboard else None
-        for name, img in zip(pl_module.pair_images.names, images):
+        names = pl_module.pair_images.names
+        for i, (name, img) in enumerate(zip(names, images)):
+            if i and deadline is not None and time.monotonic() > deadline:
+                rank_zero_warn(
+                    f"step {step}: wrote the images of {i} of {len(names)} pairs before stopping; all of them are in "
+                    "the checkpoint (resuming from it writes them)"
+                )
+                return
+            if deadline is None and trainer.received_sigterm:
+                if trainer.world_size == 1:
+                    raise SIGTERMException
+                break  # DDP: every rank must stop at the same point, which Lightning syncs at the step's end
             save_image(img, self.root / name / f"step_{step:06d}.png")
             if tb is not None:
                 tb.log_image(f"stylized/{name}", img, step)
@@ -128,7 +152,10 @@ class LastCheckpoint(ModelCheckpoint):
         # Ctrl-C, SIGTERM or an error: Lightning's version writes an extra `epoch=0-step=N.ckpt` beside last.ckpt
         # and prints "An KeyboardInterrupt was raised with message: , saved checkpoint to …". Only last.ckpt
         # (complete and resumable) is written here; `nst-pl` prints its own resume hint (fit.py).
-        if self._should_save_on_exception(trainer):
+        # A signal before the first step (while the step-0 images were written) also leaves one: the hint stays true.
+        signalled = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        first = signalled and self.save_on_exception and self.save_last and not self.last_model_path
+        if self._should_save_on_exception(trainer) or first:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 

@@ -6,9 +6,13 @@ trainer defaults, seed, checks (`NSTCLI.before_fit`) and signal handling (`NSTCL
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -201,11 +205,15 @@ class NSTCLI(LightningCLI):
     def fit(self, model, **kwargs: Any) -> None:
         """`trainer.fit`, with a non-zero exit code and a resume hint when the run is stopped by a signal."""
         start = time.perf_counter()
+        hangup: list[bool] = []
         try:
-            self.trainer.fit(model, **kwargs)
+            with _hangup_stops_like_sigterm(self.trainer, hangup):
+                self.trainer.fit(model, **kwargs)
         except SIGTERMException:
             # Lightning raises it (a SystemExit with code None, i.e. exit status 0!) at the end of the step during
             # which SIGTERM arrived, after the callbacks' on_exception saved the images and a checkpoint.
+            if hangup:
+                self._stopped("SIGHUP (the terminal was closed)", 129)
             self._stopped("SIGTERM", 143)
         except SystemExit as exc:
             # Lightning turns Ctrl-C into sys.exit(1) after the same saving; keep the shell's convention.
@@ -227,6 +235,38 @@ class NSTCLI(LightningCLI):
             )
             sys.stderr.write(f"nst-pl: stopped by {how} at step {trainer.global_step}: {saved}; {resume}\n")
         raise SystemExit(code)
+
+
+@contextmanager
+def _hangup_stops_like_sigterm(trainer, received: list[bool]) -> Iterator[None]:
+    """SIGHUP (the terminal or the ssh session closed) stops the run like SIGTERM: images and last.ckpt saved, then
+    exit 129. Its default action would end the process at once, losing every step since the last checkpoint. Left
+    alone when SIGHUP is already handled or ignored (`nohup`), or outside the main thread."""
+    hup = getattr(signal, "SIGHUP", None)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if hup is None or not main_thread or signal.getsignal(hup) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        connector = trainer._signal_connector
+        if not getattr(connector, "_original_handlers", True):
+            # Outside the training loop (loading images, building the model): nothing to save, so the default
+            # action, as SIGTERM's there. Lightning would reset the flag when the loop starts anyway.
+            signal.signal(hup, signal.SIG_DFL)
+            os.kill(os.getpid(), hup)
+            return
+        received.append(True)
+        try:  # Lightning's own SIGTERM handler: also forwards the signal to the other DDP processes
+            connector._sigterm_notifier_fn(signum, frame)
+        except Exception:
+            connector.received_sigterm = True
+
+    signal.signal(hup, handler)
+    try:
+        yield
+    finally:
+        signal.signal(hup, signal.SIG_DFL)
 
 
 class NSTArgumentParser(LightningArgumentParser):

@@ -157,3 +157,42 @@ def test_tensorboard_failing_during_the_run_warns_once_and_the_run_finishes(tmp_
     assert _steps(run / "images" / "photo__paint") == [0, 1, 2, 3, 4]  # every image, the final one included
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4
+
+
+class _GoneTerminal:
+    """A console stream whose writes fail as a closed terminal's (EIO), a closed pipe's or a closed file's do."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.calls = error, 0
+
+    def write(self, text: str) -> int:
+        self.calls += 1
+        raise self.error
+
+    def flush(self) -> None:
+        raise self.error
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.EIO, "Input/output error"), BrokenPipeError(errno.EPIPE, "Broken pipe"), ValueError("closed")],
+    ids=["EIO", "EPIPE", "closed"],
+)
+def test_safe_console_drops_the_output_of_a_stream_that_failed(error, capsys, monkeypatch):
+    import sys
+
+    from nst_pl.quiet import safe_console
+
+    gone = _GoneTerminal(error)
+    monkeypatch.setattr(sys, "stdout", gone)
+    with safe_console():
+        print("step 1/10")  # fails, and is reported once on stderr
+        print("step 2/10")  # dropped without another write
+        assert not sys.stdout.isatty()  # a progress bar is not drawn on it any more
+        sys.stdout.flush()
+    assert gone.calls == 1
+    err = capsys.readouterr().err
+    assert err.count("nst-pl: warning: cannot write to stdout") == 1 and str(error.args[-1]) in err
