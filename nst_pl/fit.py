@@ -198,6 +198,11 @@ class NSTCLI(LightningCLI):
             ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
             check_resume(self.resume_checkpoint, ckpt_path, self.model, self.datamodule)
             self.resume_checkpoint = None  # the trainer loads it again; do not hold two copies
+        # Decode the images now (the module's setup reuses them) and check their sizes against the layers: a photo
+        # too small for the deepest layer, or a 1x5000 strip, is refused before the run's folder exists.
+        if isinstance(self.datamodule, PairDataModule) and isinstance(self.model, StyleTransfer):
+            self.datamodule.setup("fit")
+            self.model.objective.bind(self.datamodule.images, self.trainer.max_steps)
         if self.trainer.world_size == 1:  # under DDP the ranks agree on rank 0's folder (Lightning broadcasts it)
             for logger in loggers:
                 claim_version(logger)
