@@ -203,7 +203,10 @@ class NSTCLI(LightningCLI):
         if isinstance(self.datamodule, PairDataModule) and isinstance(self.model, StyleTransfer):
             self.datamodule.setup("fit")
             self.model.objective.bind(self.datamodule.images, self.trainer.max_steps)
-        if self.trainer.world_size == 1:  # under DDP the ranks agree on rank 0's folder (Lightning broadcasts it)
+        # Rank 0 claims the run's folder, under DDP before Lightning starts the other ranks (its launcher starts them
+        # in trainer.fit); they never use a folder of their own: trainer.log_dir and the checkpoint folder are
+        # broadcast from rank 0. (torchrun/srun ranks start together; the same holds.)
+        if self.trainer.global_rank == 0:
             for logger in loggers:
                 claim_version(logger)
 

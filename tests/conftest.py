@@ -220,3 +220,31 @@ def fail_tensorboard_writes(monkeypatch, fail_from: int) -> None:
         return original(self, filename, content, mode)
 
     monkeypatch.setattr(gfile.LocalFileSystem, "_write", write)
+
+
+# ------------------------------------------------------------------------------------------ subprocesses
+# Rendezvous variables that an in-process `strategy: ddp` run (tests/test_cli.py runs the ddp recipe on 1 device) may
+# leave set: a DDP child started with them would collide with that run's store.
+RENDEZVOUS_VARIABLES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for an `nst-pl` subprocess of this checkout: one thread, no fork, no stale rendezvous."""
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARIABLES and k != "NST_PL_DEBUG"}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        PL_DISABLE_FORK="1",
+        **extra,
+    )
+    return env

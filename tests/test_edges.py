@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +21,7 @@ from conftest import (
     fail_writes,
     make_image,
     run_cli,
+    subprocess_env,
 )
 from PIL import Image
 
@@ -74,6 +77,45 @@ def test_concurrent_runs_into_one_root_get_distinct_version_folders(tmp_path, ca
     assert code == 0, err
     assert list(other.iterdir()) == []  # the other run's folder is left alone
     assert (tmp_path / "out" / "lightning_logs" / "version_1" / "images" / "photo__paint" / "step_000001.png").is_file()
+
+
+# Lightning's listing of the root, made stale on purpose in every process (rank 1 re-runs this file): it says
+# version_0 is free although another run has just claimed it.
+STALE_LISTING = """
+import sys
+from pytorch_lightning.loggers import TensorBoardLogger
+TensorBoardLogger._get_next_version = lambda self: 0
+from nst_pl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_ddp_run_claims_its_version_folder_on_rank_0_and_every_rank_uses_it(tmp_path):
+    """Two gloo processes: rank 0 claims version_<k> with mkdir before Lightning starts rank 1; rank 1 writes (its
+    checkpoint shard of the collective) into the folder rank 0 claimed, and no rank writes into the other run's."""
+    content, style = _inputs(tmp_path)
+    other = tmp_path / "out" / "lightning_logs" / "version_0"
+    other.mkdir(parents=True)
+    (other / "theirs.txt").write_text("another run's folder")
+    script = tmp_path / "stale_listing.py"
+    script.write_text(STALE_LISTING)
+    args = cli_fit_args(content, style, tmp_path / "out", 2, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--verbose"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr + proc.stdout  # really two ranks
+    assert sorted(p.name for p in other.iterdir()) == ["theirs.txt"]  # the other run's folder is left alone
+    runs = sorted(p.name for p in (tmp_path / "out" / "lightning_logs").iterdir())
+    assert runs == ["version_0", "version_1"]  # one folder for both ranks
+    run = tmp_path / "out" / "lightning_logs" / "version_1"
+    assert _steps(run / "images" / "photo__paint") == [0, 1, 2]
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
 
 
 def test_very_many_pairs_warn_and_a_documented_limit_refuses_more(tmp_path):
