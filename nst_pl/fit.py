@@ -5,6 +5,7 @@ trainer defaults, seed, checks (`NSTCLI.before_fit`) and signal handling (`NSTCL
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -26,9 +28,10 @@ from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.config_files import check_config_files
 from nst_pl.data import PairDataModule
-from nst_pl.errors import ConfigError, OutputError
+from nst_pl.errors import ConfigError, ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS
-from nst_pl.module import StyleTransfer
+from nst_pl.image_io import find_images
+from nst_pl.module import StyleTransfer, default_optimizer
 from nst_pl.progress import RunTensorBoardLogger, StepProgressBar
 from nst_pl.resume import check_resume, load_checkpoint
 from nst_pl.versions import claim_version
@@ -96,6 +99,29 @@ def error_paragraph(message: str, command: str) -> str:
     return f"nst-pl: error: {message.strip()}\nRun `nst-pl {command} --help` for the options.\n"
 
 
+def _check_init_image(init: str) -> None:
+    """`model.init` naming an image file: it must exist and be a file, checked before the run's folder exists."""
+    if init in ("content", "noise", "style"):
+        return
+    try:
+        if Path(init).expanduser().is_dir():
+            raise ImageError(f"'{init}' is a folder")
+        find_images(init, what="model.init")  # missing, a FIFO, a dangling link: says which
+    except ImageError as err:
+        raise ConfigError(f"model.init must be content, noise, style or an image file; {err}") from None
+
+
+def default_optimizer_config() -> dict[str, Any]:
+    """`StyleTransfer`'s default optimiser (`module.default_optimizer`) as `{class_path, init_args}`: the arguments
+    it sets that differ from the class's own defaults (its tuned learning rate)."""
+    optimizer = default_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    cls = type(optimizer)
+    signature = inspect.signature(cls).parameters
+    init_args = {k: v for k, v in optimizer.defaults.items() if k in signature and signature[k].default != v}
+    module = "torch.optim" if getattr(torch.optim, cls.__name__, None) is cls else cls.__module__
+    return {"class_path": f"{module}.{cls.__name__}", "init_args": init_args}
+
+
 class RunSaveConfig(SaveConfigCallback):
     """Lightning's config.yaml writer; a write that fails (a full disk before the first step) is one paragraph."""
 
@@ -138,6 +164,9 @@ class NSTCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
+                # The default optimiser as a class and its arguments, so that `--model.optimizer.init_args.lr 0.003`
+                # (what the divergence message says to lower) works without naming the class first.
+                "model.optimizer": default_optimizer_config(),
                 "checkpoint.every_n_train_steps": 1000,
                 "checkpoint.save_last": True,
                 "checkpoint.save_top_k": 0,
@@ -203,6 +232,7 @@ class NSTCLI(LightningCLI):
         if isinstance(self.datamodule, PairDataModule) and isinstance(self.model, StyleTransfer):
             self.datamodule.setup("fit")
             self.model.objective.bind(self.datamodule.images, self.trainer.max_steps)
+            _check_init_image(self.model.init)
         # Rank 0 claims the run's folder, under DDP before Lightning starts the other ranks (its launcher starts them
         # in trainer.fit); they never use a folder of their own: trainer.log_dir and the checkpoint folder are
         # broadcast from rank 0. (torchrun/srun ranks start together; the same holds.)

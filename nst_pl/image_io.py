@@ -86,6 +86,11 @@ def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> l
 
     found: list[Path] = []
     for item in items:
+        if not str(item).strip():  # Path("") is the current folder: an unset shell variable would read all of it
+            raise ImageError(
+                f"an empty path was given for the {what} images (data.{what}, e.g. an unset shell variable); pass an "
+                "image file, a folder of images, or a list of them"
+            )
         path = _expanduser(item)
         if path.is_dir():
             found.extend(_images_in_folder(path, what))

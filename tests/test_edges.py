@@ -49,10 +49,23 @@ def _case(root: Path, case: str) -> tuple[list[str], tuple[str, ...]]:
         (root / "tab.yaml").write_text("model:\n\tstyle_weight: 3\n")
         args = cli_fit_args(content, style, out, 2, "--config", str(root / "tab.yaml"))
         return args, ("tab.yaml", "line 2", "tabs")
+    if case == "empty style path":  # `--data.style "$STYLE"` with STYLE unset: not the current folder
+        return cli_fit_args(content, "", out, 2), ("empty path", "style images", "data.style")
+    if case == "unknown init":
+        return cli_fit_args(content, style, out, 2, "--model.init", "noize"), ("model.init", "noise", "noize")
     raise AssertionError(case)
 
 
-CASES = ["huge image_size", "negative max_pixels", "zero max_steps", "strip", "empty config", "tab in config"]
+CASES = [
+    "huge image_size",
+    "negative max_pixels",
+    "zero max_steps",
+    "strip",
+    "empty config",
+    "tab in config",
+    "empty style path",
+    "unknown init",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -61,6 +74,19 @@ def test_weak_messages_name_the_option_or_file(case, tmp_path, capsys):
     code, err = run_cli(args, capsys)
     assert_clear_error(code, err, *words)
     assert not (tmp_path / "out" / "lightning_logs" / "version_0").exists()
+
+
+def test_the_learning_rate_is_set_without_naming_the_optimizer_class(tmp_path):
+    """What the divergence message says to lower, `--model.optimizer.init_args.lr`, works on the default Adam."""
+    from nst_pl.fit import make_cli
+
+    content, style = _inputs(tmp_path)
+    args = cli_fit_args(content, style, tmp_path / "out", 2, "--model.optimizer.init_args.lr", "0.003")[1:]
+    cli = make_cli(args, run=False)
+    optimizer = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 0.003
+    default = make_cli(cli_fit_args(content, style, tmp_path / "out", 2)[1:], run=False).model.optimizer_factory
+    assert default([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"] == 0.007  # module.default_optimizer's
 
 
 def test_concurrent_runs_into_one_root_get_distinct_version_folders(tmp_path, capsys, monkeypatch):
