@@ -73,7 +73,9 @@ class SafeStream:
     def __init__(self, stream: Any, name: str) -> None:
         self._stream = stream
         self._name = name
-        self.error: str | None = None  # why the stream stopped working
+        # Why the stream stopped working. Python sets sys.stdout to None when the process started with it closed
+        # (`>&-`): its output is dropped without a word.
+        self.error: str | None = None if stream is not None else "closed"
 
     def write(self, text: str) -> int:
         if self.error is None:
@@ -97,6 +99,8 @@ class SafeStream:
             return False
 
     def __getattr__(self, name: str) -> Any:
+        if self._stream is None:
+            raise AttributeError(name)
         return getattr(self._stream, name)
 
     def _fail(self, err: Exception) -> None:
@@ -120,6 +124,17 @@ class SafeStream:
 @contextmanager
 def safe_console() -> Iterator[None]:
     """sys.stdout and sys.stderr as `SafeStream`s while the block runs (see the module doc)."""
+    for fd in (0, 1, 2):
+        # A descriptor the process started without (`>&-`) would be reused by the next file opened (a PNG, a
+        # checkpoint), and anything written to "stdout" at the C level or by a child process would land in it.
+        try:
+            os.fstat(fd)
+        except OSError:
+            with suppress(OSError):
+                devnull = os.open(os.devnull, os.O_RDWR)
+                if devnull != fd:
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
     saved = sys.stdout, sys.stderr
     safe = SafeStream(saved[0], "stdout"), SafeStream(saved[1], "stderr")
     sys.stdout, sys.stderr = safe

@@ -210,11 +210,14 @@ def runs(tmp_path_factory):
     content, style = inputs(root)
     argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, content, style, 100_000)]
     started["sighup"] = Background(argv, root, signal.SIGHUP, ready="step_000001.png")
-    for console in ("/dev/full", "closed"):  # stdout on a full device; a pipe closed early (`| head -c 10`)
+    # stdout on a full device; a pipe closed early (`| head -c 10`); started without one (`>&-`)
+    for console in ("/dev/full", "closed", ">&-"):
         root = tmp_path_factory.mktemp("stdout")
         content, style = inputs(root)
         argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, content, style, 4, 32, *PRINTED_PROGRESS)]
-        started[console] = Background(argv, root, stdout=console)
+        if console == ">&-":
+            argv = ["sh", "-c", 'exec "$0" "$@" >&-', *argv]
+        started[console] = Background(argv, root, stdout="pipe" if console == ">&-" else console)
     root = tmp_path_factory.mktemp("many_pairs")
     for i in range(8):
         make_image(root / "content" / f"c{i}.png", (16, 16), seed=i)
@@ -656,14 +659,17 @@ def test_sighup_saves_images_and_a_checkpoint_then_exits_129(runs):
     no_stray_files(bg.root)
 
 
-@pytest.mark.parametrize("console", ["/dev/full", "closed"])
+@pytest.mark.parametrize("console", ["/dev/full", "closed", ">&-"])
 def test_a_broken_stdout_drops_the_output_and_the_run_finishes(runs, console):
     bg = runs[console]
     rc, err = bg.result()
     assert rc == 0, err[-3000:]
     assert "Traceback" not in err and "Exception ignored" not in err
-    reason = "No space left on device" if console == "/dev/full" else "Broken pipe"
-    assert err.count(f"nst-pl: warning: cannot write to stdout ({reason})") == 1, err[-3000:]
+    if console == ">&-":  # closed on purpose: nothing to report
+        assert "cannot write to stdout" not in err
+    else:
+        reason = "No space left on device" if console == "/dev/full" else "Broken pipe"
+        assert err.count(f"nst-pl: warning: cannot write to stdout ({reason})") == 1, err[-3000:]
     run = run_dir(bg.root)
     assert png_steps(run / "images" / "photo__paint") == [0, 1, 2, 3, 4]  # every image, the final one included
     assert load_ckpt(run / "checkpoints" / "last.ckpt")["global_step"] == 4
