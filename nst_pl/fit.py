@@ -22,6 +22,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
@@ -226,6 +227,13 @@ class NSTCLI(LightningCLI):
         if self.resume_checkpoint is not None:  # options that cannot change on resume: refused before any write
             ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
             check_resume(self.resume_checkpoint, ckpt_path, self.model, self.datamodule)
+            # A finished run resumed (e.g. to write its images after a full disk): say that nothing is optimised.
+            step, max_steps = int(self.resume_checkpoint.get("global_step", 0)), self.trainer.max_steps
+            if 0 <= max_steps <= step:
+                rank_zero_warn(
+                    f"the checkpoint is at step {step} and trainer.max_steps is {max_steps}: no step runs, the images "
+                    f"of step {step} are written; raise trainer.max_steps to optimise further"
+                )
             self.resume_checkpoint = None  # the trainer loads it again; do not hold two copies
         # Decode the images now (the module's setup reuses them) and check their sizes against the layers: a photo
         # too small for the deepest layer, or a 1x5000 strip, is refused before the run's folder exists.

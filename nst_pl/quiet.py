@@ -60,6 +60,9 @@ def quiet_run(verbose: bool = False) -> Iterator[None]:
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r".*\bis deprecated\b")
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            # Every resume writes into a new version folder; Lightning's note that the checkpoint folder "has changed"
+            # says nothing to the user (nst-pl keeps only last.ckpt, never a best model).
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
             warnings.showwarning = _show
             yield
     finally:

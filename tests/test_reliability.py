@@ -492,6 +492,8 @@ def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(
     code, err = run(fit_args(tmp_path, content, style, 3, 32, "--ckpt_path", str(ckpt)), capsys)
     assert code == 0, err
     assert png_steps(run_dir(tmp_path, 1) / "images" / "photo__paint") == [3]
+    assert "the checkpoint is at step 3 and trainer.max_steps is 3: no step runs" in err  # said, not silent
+    assert "dirpath has changed" not in err  # Lightning's note on every resume into a new version folder
 
 
 def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
