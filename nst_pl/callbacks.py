@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,9 +14,15 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.errors import ConfigError, ImageError, OutputError
 from nst_pl.image_io import save_image
+from nst_pl.progress import RunTensorBoardLogger
+
+# After Ctrl-C or SIGTERM, the images of the step reached are written for at most this long (the checkpoint holds
+# them all): the process ends within about a second, however many pairs there are.
+SIGNAL_SAVE_SECONDS = 0.5
 
 
 class ImageLogger(pl.Callback):
@@ -32,6 +41,7 @@ class ImageLogger(pl.Callback):
         self.dirname = dirname
         self.root: Path | None = None
         self._last_saved: int | None = None
+        self._failed: int | None = None  # the step whose images could not be written at the start
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # `trainer.log_dir` is a collective under DDP: resolve it on every rank, here, not in rank-zero code.
@@ -41,7 +51,13 @@ class ImageLogger(pl.Callback):
             _check_writable(self.root)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save_or_warn(trainer, pl_module)
+        # The first images are written before any step: a disk that cannot take them (it filled after the probe)
+        # ends the run now, with nothing to lose, instead of at the first checkpoint an hour later.
+        try:
+            self.save(trainer, pl_module)
+        except OutputError:
+            self._failed = trainer.global_step  # on_exception must not try (and warn) again
+            raise
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -73,13 +89,22 @@ class ImageLogger(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Ctrl-C, SIGTERM or a diverged loss: keep what was reached (save() refuses non-finite images).
+        if self._failed == trainer.global_step:
+            return
+        # A signal asks to stop now: with many pairs, writing every PNG would take minutes. The images written in
+        # SIGNAL_SAVE_SECONDS are kept; every pair's image is in the checkpoint saved next.
+        signalled = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
         try:
-            self.save(trainer, pl_module)
+            self.save(trainer, pl_module, deadline=time.monotonic() + SIGNAL_SAVE_SECONDS if signalled else None)
         except Exception as err:  # never mask the original exception
             rank_zero_warn(f"could not save the images after {type(exception).__name__}: {err}")
 
     @rank_zero_only
-    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, deadline: float | None = None) -> None:
+        """Every pair's PNG of this step (and the TensorBoard images). A SIGTERM/SIGHUP that arrives meanwhile stops
+        the writing between two files (Lightning would notice it only after the next step, whose own save would
+        write every pair again): a single process stops at once. `deadline` (time.monotonic()) bounds the writing
+        on the way out after a signal."""
         step = trainer.global_step
         if self._last_saved == step or self.root is None or pl_module.image.numel() == 0:
             return
@@ -89,10 +114,21 @@ class ImageLogger(pl.Callback):
             return
         # Tag `stylized/<pair>`: TensorBoard sorts tag groups by name and opens the first two: `loss`, then these.
         tb = _tensorboard(trainer) if self.tensorboard else None
-        for name, img in zip(pl_module.pair_images.names, images):
+        names = pl_module.pair_images.names
+        for i, (name, img) in enumerate(zip(names, images)):
+            if i and deadline is not None and time.monotonic() > deadline:
+                rank_zero_warn(
+                    f"step {step}: wrote the images of {i} of {len(names)} pairs before stopping; all of them are in "
+                    "the checkpoint (resuming from it writes them)"
+                )
+                return
+            if deadline is None and trainer.received_sigterm:
+                if trainer.world_size == 1:
+                    raise SIGTERMException
+                break  # DDP: every rank must stop at the same point, which Lightning syncs at the step's end
             save_image(img, self.root / name / f"step_{step:06d}.png")
             if tb is not None:
-                tb.add_image(f"stylized/{name}", img, global_step=step)
+                tb.log_image(f"stylized/{name}", img, step)
         if tb is not None:
             tb.flush()
         self._last_saved = step
@@ -116,15 +152,34 @@ class LastCheckpoint(ModelCheckpoint):
         # Ctrl-C, SIGTERM or an error: Lightning's version writes an extra `epoch=0-step=N.ckpt` beside last.ckpt
         # and prints "An KeyboardInterrupt was raised with message: , saved checkpoint to …". Only last.ckpt
         # (complete and resumable) is written here; `nst-pl` prints its own resume hint (fit.py).
-        if self._should_save_on_exception(trainer):
+        # A signal before the first step (while the step-0 images were written) also leaves one: the hint stays true.
+        signalled = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        first = signalled and self.save_on_exception and self.save_last and not self.last_model_path
+        if self._should_save_on_exception(trainer) or first:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-def _tensorboard(trainer: pl.Trainer):
+def _tensorboard(trainer: pl.Trainer) -> RunTensorBoardLogger | _PlainTensorBoard | None:
+    """The run's TensorBoard, with `log_image(tag, image, step)` and `flush()`; None without one."""
     for logger in trainer.loggers:
+        if isinstance(logger, RunTensorBoardLogger):
+            return logger  # a failing event file warns once and stops logging, instead of ending the run
         if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
+            return _PlainTensorBoard(logger.experiment)
     return None
+
+
+class _PlainTensorBoard:
+    """A user's own TensorBoardLogger subclass, written to as Lightning would."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, image, global_step=step)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
 
 def _check_writable(folder: Path) -> None:
@@ -133,10 +188,19 @@ def _check_writable(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         # One probe name per process: DDP ranks may check the same folder at the same time.
         probe = folder / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:
+            # Some bytes, synced: an empty file needs no data block and is created even on a full disk.
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
     except OSError as err:
+        full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+        fix = "Free some disk space there, or choose" if full else "Choose"
         raise OutputError(
-            f"cannot write the output folder '{folder}': {err.strerror or err}. Choose a writable location with "
+            f"cannot write the output folder '{folder}': {err.strerror or err}. {fix} a writable location with "
             "--trainer.default_root_dir DIR (or the logger's save_dir)"
         ) from None

@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 import nst_pl.compare as compare
 from nst_pl.errors import NSTError
 from nst_pl.fit import DEBUG_ENV, NSTCLI, TRAINER_DEFAULTS, debug, make_cli
-from nst_pl.quiet import VERBOSE_FLAG, quiet_run
+from nst_pl.quiet import VERBOSE_FLAG, quiet_run, safe_console
 from nst_pl.stylize import main as stylize_main
 
 __all__ = ["TRAINER_DEFAULTS", "NSTCLI", "USER_ERRORS", "main"]
@@ -50,7 +50,12 @@ USER_ERRORS = (NSTError, MisconfigurationException)
 
 def main(args=None) -> int | None:
     """The `nst-pl` console script. Exits 2 with a one-paragraph message on input/config errors (see above)."""
-    argv = list(sys.argv[1:] if args is None else args)
+    # A console that goes away (`> /dev/full`, `| head`, a closed terminal) drops output, not the run (quiet.py).
+    with safe_console():
+        return _main(list(sys.argv[1:] if args is None else args))
+
+
+def _main(argv: list[str]) -> int | None:
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(HELP)
         return 0

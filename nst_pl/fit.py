@@ -5,26 +5,34 @@ trainer defaults, seed, checks (`NSTCLI.before_fit`) and signal handling (`NSTCL
 
 from __future__ import annotations
 
+import inspect
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nst_pl.callbacks import ImageLogger, LastCheckpoint, _check_writable
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.config_files import check_config_files
 from nst_pl.data import PairDataModule
-from nst_pl.errors import ConfigError
+from nst_pl.errors import ConfigError, ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS
-from nst_pl.module import StyleTransfer
+from nst_pl.image_io import find_images
+from nst_pl.module import StyleTransfer, default_optimizer
 from nst_pl.progress import RunTensorBoardLogger, StepProgressBar
 from nst_pl.resume import check_resume, load_checkpoint
 from nst_pl.versions import claim_version
@@ -92,6 +100,45 @@ def error_paragraph(message: str, command: str) -> str:
     return f"nst-pl: error: {message.strip()}\nRun `nst-pl {command} --help` for the options.\n"
 
 
+def _check_init_image(init: str) -> None:
+    """`model.init` naming an image file: it must exist and be a file, checked before the run's folder exists."""
+    if init in ("content", "noise", "style"):
+        return
+    try:
+        if Path(init).expanduser().is_dir():
+            raise ImageError(f"'{init}' is a folder")
+        find_images(init, what="model.init")  # missing, a FIFO, a dangling link: says which
+    except ImageError as err:
+        raise ConfigError(f"model.init must be content, noise, style or an image file; {err}") from None
+
+
+def default_optimizer_config() -> dict[str, Any]:
+    """`StyleTransfer`'s default optimiser (`module.default_optimizer`) as `{class_path, init_args}`: the arguments
+    it sets that differ from the class's own defaults (its tuned learning rate)."""
+    optimizer = default_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    cls = type(optimizer)
+    signature = inspect.signature(cls).parameters
+    init_args = {k: v for k, v in optimizer.defaults.items() if k in signature and signature[k].default != v}
+    module = "torch.optim" if getattr(torch.optim, cls.__name__, None) is cls else cls.__module__
+    return {"class_path": f"{module}.{cls.__name__}", "init_args": init_args}
+
+
+class RunSaveConfig(SaveConfigCallback):
+    """Lightning's config.yaml writer; a write that fails (a full disk before the first step) is one paragraph."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        try:
+            super().setup(trainer, pl_module, stage)
+        except OSError as err:
+            if isinstance(err, OutputError):
+                raise
+            folder = getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir  # no collective here
+            raise OutputError(
+                f"cannot write {self.config_filename} in '{folder}': {err.strerror or err}; free some disk space or "
+                "choose a writable location with --trainer.default_root_dir DIR"
+            ) from None
+
+
 class NSTCLI(LightningCLI):
     # Seconds spent in `trainer.fit` by the last `fit` (compare's wall time: without start-up and image loading).
     fit_seconds: float = float("nan")
@@ -118,6 +165,9 @@ class NSTCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         parser.set_defaults(
             {
+                # The default optimiser as a class and its arguments, so that `--model.optimizer.init_args.lr 0.003`
+                # (what the divergence message says to lower) works without naming the class first.
+                "model.optimizer": default_optimizer_config(),
                 "checkpoint.every_n_train_steps": 1000,
                 "checkpoint.save_last": True,
                 "checkpoint.save_top_k": 0,
@@ -177,19 +227,39 @@ class NSTCLI(LightningCLI):
         if self.resume_checkpoint is not None:  # options that cannot change on resume: refused before any write
             ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
             check_resume(self.resume_checkpoint, ckpt_path, self.model, self.datamodule)
+            # A finished run resumed (e.g. to write its images after a full disk): say that nothing is optimised.
+            step, max_steps = int(self.resume_checkpoint.get("global_step", 0)), self.trainer.max_steps
+            if 0 <= max_steps <= step:
+                rank_zero_warn(
+                    f"the checkpoint is at step {step} and trainer.max_steps is {max_steps}: no step runs, the images "
+                    f"of step {step} are written; raise trainer.max_steps to optimise further"
+                )
             self.resume_checkpoint = None  # the trainer loads it again; do not hold two copies
-        if self.trainer.world_size == 1:  # under DDP the ranks agree on rank 0's folder (Lightning broadcasts it)
+        # Decode the images now (the module's setup reuses them) and check their sizes against the layers: a photo
+        # too small for the deepest layer, or a 1x5000 strip, is refused before the run's folder exists.
+        if isinstance(self.datamodule, PairDataModule) and isinstance(self.model, StyleTransfer):
+            self.datamodule.setup("fit")
+            self.model.objective.bind(self.datamodule.images, self.trainer.max_steps)
+            _check_init_image(self.model.init)
+        # Rank 0 claims the run's folder, under DDP before Lightning starts the other ranks (its launcher starts them
+        # in trainer.fit); they never use a folder of their own: trainer.log_dir and the checkpoint folder are
+        # broadcast from rank 0. (torchrun/srun ranks start together; the same holds.)
+        if self.trainer.global_rank == 0:
             for logger in loggers:
                 claim_version(logger)
 
     def fit(self, model, **kwargs: Any) -> None:
         """`trainer.fit`, with a non-zero exit code and a resume hint when the run is stopped by a signal."""
         start = time.perf_counter()
+        hangup: list[bool] = []
         try:
-            self.trainer.fit(model, **kwargs)
+            with _hangup_stops_like_sigterm(self.trainer, hangup):
+                self.trainer.fit(model, **kwargs)
         except SIGTERMException:
             # Lightning raises it (a SystemExit with code None, i.e. exit status 0!) at the end of the step during
             # which SIGTERM arrived, after the callbacks' on_exception saved the images and a checkpoint.
+            if hangup:
+                self._stopped("SIGHUP (the terminal was closed)", 129)
             self._stopped("SIGTERM", 143)
         except SystemExit as exc:
             # Lightning turns Ctrl-C into sys.exit(1) after the same saving; keep the shell's convention.
@@ -211,6 +281,38 @@ class NSTCLI(LightningCLI):
             )
             sys.stderr.write(f"nst-pl: stopped by {how} at step {trainer.global_step}: {saved}; {resume}\n")
         raise SystemExit(code)
+
+
+@contextmanager
+def _hangup_stops_like_sigterm(trainer, received: list[bool]) -> Iterator[None]:
+    """SIGHUP (the terminal or the ssh session closed) stops the run like SIGTERM: images and last.ckpt saved, then
+    exit 129. Its default action would end the process at once, losing every step since the last checkpoint. Left
+    alone when SIGHUP is already handled or ignored (`nohup`), or outside the main thread."""
+    hup = getattr(signal, "SIGHUP", None)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if hup is None or not main_thread or signal.getsignal(hup) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        connector = trainer._signal_connector
+        if not getattr(connector, "_original_handlers", True):
+            # Outside the training loop (loading images, building the model): nothing to save, so the default
+            # action, as SIGTERM's there. Lightning would reset the flag when the loop starts anyway.
+            signal.signal(hup, signal.SIG_DFL)
+            os.kill(os.getpid(), hup)
+            return
+        received.append(True)
+        try:  # Lightning's own SIGTERM handler: also forwards the signal to the other DDP processes
+            connector._sigterm_notifier_fn(signum, frame)
+        except Exception:
+            connector.received_sigterm = True
+
+    signal.signal(hup, handler)
+    try:
+        yield
+    finally:
+        signal.signal(hup, signal.SIG_DFL)
 
 
 class NSTArgumentParser(LightningArgumentParser):
@@ -283,6 +385,7 @@ def make_cli(
         PairDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
+        save_config_callback=RunSaveConfig,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_class=NSTArgumentParser,

@@ -86,6 +86,11 @@ def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> l
 
     found: list[Path] = []
     for item in items:
+        if not str(item).strip():  # Path("") is the current folder: an unset shell variable would read all of it
+            raise ImageError(
+                f"an empty path was given for the {what} images (data.{what}, e.g. an unset shell variable); pass an "
+                "image file, a folder of images, or a list of them"
+            )
         path = _expanduser(item)
         if path.is_dir():
             found.extend(_images_in_folder(path, what))
@@ -267,10 +272,11 @@ def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int 
                 f"'{path}' is too large to load safely ({exc}); downscale it first, e.g. to 4000 px on the long side"
             ) from exc
         except MemoryError as exc:
-            raise ImageError(
-                f"'{path}' is too large to decode in the available memory; downscale it first "
-                "(e.g. to 4000 px on the long side)"
-            ) from exc
+            raise _too_large_for_memory(path) from exc
+        except RuntimeError as exc:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
+            if "alloc" not in str(exc).lower():
+                raise
+            raise _too_large_for_memory(path) from exc
         # PIL reports broken files through many exception types, depending on the format and the damage:
         # UnidentifiedImageError/OSError (not an image, truncated), SyntaxError (broken PNG chunk), and
         # ValueError, EOFError, IndexError, KeyError, TypeError, struct.error, zlib.error (bad headers).
@@ -278,6 +284,13 @@ def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int 
             raise _unreadable(path, exc) from exc
         except (struct.error, zlib.error) as exc:
             raise _unreadable(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _too_large_for_memory(path: Path) -> ImageError:
+    return ImageError(
+        f"'{path}' is too large to decode in the available memory; downscale it first (e.g. to 4000 px on the long "
+        "side), or lower data.max_pixels to refuse such files before decoding"
+    )
 
 
 def _check_pixel_count(im: Image.Image, path: Path, max_pixels: int) -> None:
@@ -322,6 +335,8 @@ _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def _to_rgb_tensor(im: Image.Image, path: Path, long_side: int | None) -> torch.Tensor:
+    if long_side is not None and im.mode in (*_HIGH_BIT_MODES, "L"):
+        im = _box_reduce(im, long_side)
     if im.mode in _HIGH_BIT_MODES:
         img = _high_bit_to_tensor(im)
         return img if long_side is None else resize_long_side(img, long_side)
@@ -347,6 +362,23 @@ def _to_rgb_tensor(im: Image.Image, path: Path, long_side: int | None) -> torch.
         rgb = rgb.resize(_target_size(*rgb.size, long_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     arr = np.array(rgb, dtype=np.uint8)  # [H, W, 3]; a copy, so the tensor owns writable memory.
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0).contiguous()  # [3, H, W]
+
+
+def _box_reduce(im: Image.Image, long_side: int) -> Image.Image:
+    """A single-channel image shrunk in its own mode to 3 x ``long_side`` (as ``reducing_gap=3.0`` does for RGB).
+
+    The conversions that follow (16-bit to float32 and to three channels, 12 bytes a pixel; greyscale to RGB, 4 bytes
+    a pixel) then hold about the output's pixels, not the file's: a 16000² 16-bit PNG of 500 KB would otherwise need
+    several GB. A box filter only averages, so the value range that `_high_bit_to_tensor` reads the bit depth from
+    is kept (Lanczos would overshoot); the final antialiased resize happens afterwards, as for any image.
+    """
+    target = _target_size(*im.size, 3 * long_side)
+    if target[0] * target[1] >= im.size[0] * im.size[1]:
+        return im
+    try:
+        return im.resize(target, Image.Resampling.BOX)
+    except ValueError:  # a Pillow without resampling in this mode (older ones for I;16): 32-bit integers have it
+        return im.convert("I").resize(target, Image.Resampling.BOX)
 
 
 def _high_bit_to_tensor(im: Image.Image) -> torch.Tensor:

@@ -21,14 +21,19 @@ placeholder `hp_metric`: the scalars are the losses (`loss/…`) and the view's 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+
+from nst_pl.errors import OutputError
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -135,12 +140,113 @@ class StepProgressBar(TQDMProgressBar):
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
-    """TensorBoardLogger without the `epoch` scalar and the `hp_metric` placeholder (see the module doc)."""
+    """TensorBoardLogger without the `epoch` scalar and the `hp_metric` placeholder (see the module doc), and whose
+    failed writes do not end the run.
+
+    TensorBoard's event file is written by a background thread; when the disk fills (or a network share goes away),
+    its error surfaces at the next `add_scalar`/`flush` in the training loop (Lightning even reports it as "you tried
+    to log … which is currently not supported"), and the thread prints its own traceback. Here an event file that
+    cannot be created (before the first step) is an `OutputError` (one paragraph, exit 2); a write that fails later
+    stops TensorBoard logging with one warning line, and the run goes on: its result is in the PNGs and the
+    checkpoints, whose own write errors decide whether the run can continue.
+    """
+
+    # Class-level defaults: make_cli turns Lightning's logger into this class without calling __init__.
+    _write_error: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(*args, **kwargs)
 
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        _silence_event_writer_threads()
+        try:
+            return super().experiment
+        except OSError as err:
+            raise OutputError(
+                f"cannot create TensorBoard's event file in '{self.log_dir}': {err.strerror or err}; free some disk "
+                "space or choose a writable location with --trainer.default_root_dir DIR"
+            ) from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[bool]:
+        """Yields False once a write has failed; a failing write stops TensorBoard logging with one warning."""
+        if self._write_error is not None:
+            yield False
+            return
+        try:
+            yield True
+        except (OSError, ValueError) as err:
+            # Lightning's log_metrics re-raises any writer error as a ValueError about the value's type.
+            cause = err if isinstance(err, OSError) else err.__cause__
+            if not isinstance(cause, OSError) or isinstance(cause, OutputError):
+                raise
+            self._write_error = cause.strerror or str(cause)
+            rank_zero_warn(
+                f"TensorBoard's files in '{self.log_dir}' could not be written ({self._write_error}): TensorBoard "
+                "logging stops for this run; the images and checkpoints are still saved"
+            )
+            if self._experiment is not None:
+                with suppress(Exception):  # the writer's thread is dead; only its file handle is left to close
+                    self._experiment.close()
+
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        with self._writing() as ok:
+            if ok:
+                super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        with self._writing() as ok:
+            if ok:
+                super().log_hyperparams(*args, **kwargs)
+
+    @rank_zero_only
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """`add_image` (ImageLogger), then `flush` once all images of a step are in."""
+        with self._writing() as ok:
+            if ok:
+                self.experiment.add_image(tag, image, global_step=step)
+
+    @rank_zero_only
+    def flush(self) -> None:
+        with self._writing() as ok:
+            if ok and self._experiment is not None:
+                self._experiment.flush()
+
+    @rank_zero_only
+    def save(self) -> None:
+        with self._writing() as ok:
+            if ok:
+                super().save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        with self._writing() as ok:
+            if ok:
+                super().finalize(status)
+
+
+def _silence_event_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises its error after storing it for the main thread, and Python prints that
+    as "Exception in thread …" with a traceback. The main thread reports it (RunTensorBoardLogger): drop the print."""
+    global _thread_hook_installed
+    if _thread_hook_installed:
+        return
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    threading.excepthook = hook
+    _thread_hook_installed = True
+
+
+_thread_hook_installed = False

@@ -3,6 +3,7 @@ and fit, one-thread mode, and a fake PNG. Test modules import them (`from confte
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -183,3 +184,67 @@ def assert_clear_error(code: int, err: str, *words: str) -> str:
         assert word in paragraph, f"{word!r} not in {paragraph!r}"
     assert len(paragraph.strip().splitlines()) <= 8, paragraph
     return paragraph
+
+
+# ------------------------------------------------------------------------------------------------ faults
+def fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None = None) -> list[int]:
+    """A full disk for nst-pl's own files: the n-th atomic write of a file starting with `magic` (the PNG signature,
+    b"PK" for checkpoints) writes half of its bytes and fails with ENOSPC, for fail_from <= n <= fail_to."""
+    import nst_pl.image_io as image_io
+
+    original, seen = image_io._write_all, []
+
+    def write_all(fd, data):
+        if bytes(data[: len(magic)]) == magic:
+            seen.append(len(data))
+            if fail_from <= len(seen) and (fail_to is None or len(seen) <= fail_to):
+                original(fd, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+        original(fd, data)
+
+    monkeypatch.setattr(image_io, "_write_all", write_all)
+    return seen
+
+
+def fail_tensorboard_writes(monkeypatch, fail_from: int) -> None:
+    """A full disk for TensorBoard's event file: from its n-th write on (TensorBoard opens, appends to and closes
+    the file for every record, in a background thread), each write fails with ENOSPC."""
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    original, count = gfile.LocalFileSystem._write, [0]
+
+    def write(self, filename, content, mode):
+        count[0] += 1
+        if count[0] >= fail_from:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, filename, content, mode)
+
+    monkeypatch.setattr(gfile.LocalFileSystem, "_write", write)
+
+
+# ------------------------------------------------------------------------------------------ subprocesses
+# Rendezvous variables that an in-process `strategy: ddp` run (tests/test_cli.py runs the ddp recipe on 1 device) may
+# leave set: a DDP child started with them would collide with that run's store.
+RENDEZVOUS_VARIABLES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for an `nst-pl` subprocess of this checkout: one thread, no fork, no stale rendezvous."""
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARIABLES and k != "NST_PL_DEBUG"}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        PL_DISABLE_FORK="1",
+        **extra,
+    )
+    return env

@@ -302,6 +302,46 @@ def test_enormous_jpeg_downscaled_without_full_decode(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == pil_limit  # PIL's global guard restored
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "L"])
+def test_deep_or_grey_images_are_shrunk_before_their_float_or_rgb_copies(mode, tmp_path, monkeypatch):
+    """A 16000² 16-bit PNG of 500 KB needed several GB: a float32 copy, three channels of it, then the resize. Its
+    pixels are now box-reduced in their own mode first, so the copies hold about the output's pixels (a 2400x1600
+    stand-in here; numpy's allocations are what tracemalloc sees, PIL's conversions are spied on)."""
+    import tracemalloc
+
+    converted = []
+    original_convert = Image.Image.convert
+
+    def convert(self, *args, **kwargs):
+        converted.append(self.size)
+        return original_convert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", convert)
+
+    yy, xx = np.mgrid[0:1600, 0:2400]
+    top = {"I;16": 65535, "I": 255, "L": 255}[mode]  # "I" holding 8-bit data: its range must survive the shrink
+    values = (xx / 2399 * 0.6 + yy / 1599 * 0.4) * top
+    if mode == "I;16":
+        path = write(tmp_path / "deep.png", Image.fromarray(values.astype(np.uint16)))
+    elif mode == "I":
+        path = write(tmp_path / "deep.tif", Image.fromarray(values.astype(np.int32), "I"))
+    else:
+        path = write(tmp_path / "grey.png", Image.fromarray(values.astype(np.uint8)))
+    assert opened(path)[1] == mode
+    tracemalloc.start()
+    try:
+        img = load_image(path, long_side=60)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert img.shape == (3, 40, 60)
+    assert peak < 2400 * 1600 / 4, peak  # well below even one byte per input pixel (the 16-bit float path: 6)
+    assert all(w * h <= 180 * 120 for w, h in converted), converted  # greyscale to RGB: 4 bytes a pixel, after
+    expected = torch.from_numpy(values[::40, ::40] / top).float()  # a smooth ramp: subsampling is the answer
+    assert (img[0] - expected).abs().max() < 0.02
+    assert torch.equal(img[0], img[2])
+
+
 def test_enormous_image_refused_above_max_pixels(tmp_path):
     jpeg = tmp_path / "huge.jpg"
     jpeg.write_bytes(giant_jpeg(16000, 16000))

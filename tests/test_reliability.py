@@ -8,7 +8,6 @@ in-process tests instead of adding up.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import pytest
 import torch
 import torchvision
 import yaml
-from conftest import REPO, assert_clear_error, cli_fit_args, make_image, png_header_claiming
+from conftest import REPO, assert_clear_error, cli_fit_args, fail_writes, make_image, png_header_claiming
 from conftest import run_cli as run
 from PIL import Image
 
@@ -42,6 +41,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ORIGINAL_WRITE_ALL = image_io._write_all
 PNG_MAGIC = b"\x89PNG"
 CKPT_MAGIC = b"PK"  # torch.save writes a zip archive
+# A progress line on stdout at every tenth of the run (stdout is not a terminal), and the final line.
+PRINTED_PROGRESS = ("--trainer.enable_progress_bar", "true")
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -105,22 +106,54 @@ main(args)
 """
 
 
-class Background:
-    """A `python -m nst_pl.cli` subprocess; a thread sends `sig` once `ready` exists, then collects the output."""
+# Every PNG write takes NST_TEST_PNG_DELAY seconds: the step-0 images of many pairs take long enough to signal the
+# run in the middle of them (as 40 000 pairs would without the delay).
+SLOW_PNG_WRITES = r"""
+import os, sys, time
+import nst_pl.image_io as image_io
+original = image_io._write_all
+def write_all(fd, data):
+    if bytes(data[:4]) == b"\x89PNG":
+        time.sleep(float(os.environ["NST_TEST_PNG_DELAY"]))
+    original(fd, data)
+image_io._write_all = write_all
+from nst_pl.cli import main
+args, sys.argv = sys.argv[1:], sys.argv[:1]
+main(args)
+"""
 
-    def __init__(self, argv: list[str], root: Path, sig: int | None = None, ready: str = "", env: dict | None = None):
+
+class Background:
+    """A `python -m nst_pl.cli` subprocess; a thread sends `sig` once `ready` exists, then collects the output.
+
+    stdout: "pipe" (read by the test), "/dev/full" (every write fails with ENOSPC) or "closed" (a pipe whose reading
+    end is closed at once, as by `| head -c 10`: every write fails with EPIPE)."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        root: Path,
+        sig: int | None = None,
+        ready: str = "",
+        env: dict | None = None,
+        stdout: str = "pipe",
+    ):
         self.root = root
         environment = dict(os.environ, PYTHONPATH=str(REPO), PL_DISABLE_FORK="1", OMP_NUM_THREADS="1", **(env or {}))
         environment.pop("NST_PL_DEBUG", None)
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=root,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # a Ctrl-C on the test terminal does not reach it
-        )
+        with open(os.devnull if stdout != "/dev/full" else "/dev/full", "w") as full:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=root,
+                env=environment,
+                stdout=full if stdout == "/dev/full" else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # a Ctrl-C on the test terminal does not reach it
+            )
+        if stdout == "closed":
+            self.proc.stdout.close()
+            self.proc.stdout = None
         self.sig, self.ready, self.err, self.signalled_at = sig, ready, "", None
         self.thread = threading.Thread(target=self._drive, daemon=True)
         self.thread.start()
@@ -133,12 +166,13 @@ class Background:
                     self.proc.send_signal(self.sig)
                     self.signalled_at = time.monotonic()
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
         try:
-            _, self.err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            self.out, self.err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()  # our own child, by its handle
-            _, self.err = self.proc.communicate()
+            self.out, self.err = self.proc.communicate()
+        self.ended_at = time.monotonic()
 
     def result(self) -> tuple[int, str]:
         self.thread.join()
@@ -172,6 +206,27 @@ def runs(tmp_path_factory):
         "1",
     ]
     started["sigkill"] = Background(argv, root, env={"NST_TEST_KILL_AT": "3"})
+    root = tmp_path_factory.mktemp("sighup")  # the terminal (or ssh session) of the run was closed
+    content, style = inputs(root)
+    argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, content, style, 100_000)]
+    started["sighup"] = Background(argv, root, signal.SIGHUP, ready="step_000001.png")
+    # stdout on a full device; a pipe closed early (`| head -c 10`); started without one (`>&-`)
+    for console in ("/dev/full", "closed", ">&-"):
+        root = tmp_path_factory.mktemp("stdout")
+        content, style = inputs(root)
+        argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, content, style, 4, 32, *PRINTED_PROGRESS)]
+        if console == ">&-":
+            argv = ["sh", "-c", 'exec "$0" "$@" >&-', *argv]
+        started[console] = Background(argv, root, stdout="pipe" if console == ">&-" else console)
+    root = tmp_path_factory.mktemp("many_pairs")
+    for i in range(8):
+        make_image(root / "content" / f"c{i}.png", (16, 16), seed=i)
+    for i in range(5):
+        make_image(root / "style" / f"s{i}.png", (16, 16), seed=10 + i, kind="stripes")
+    argv = [sys.executable, "-c", SLOW_PNG_WRITES, *fit_args(root, root / "content", root / "style", 5, 16)]
+    started["many_pairs"] = Background(
+        argv, root, signal.SIGTERM, ready="step_000000.png", env={"NST_TEST_PNG_DELAY": "0.2"}
+    )
     root = tmp_path_factory.mktemp("terminal")
     content, style = inputs(root)
     argv = [sys.executable, "-m", "nst_pl.cli", *fit_args(root, root / "no such photo.jpg", style)]
@@ -411,25 +466,9 @@ def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, ca
 
 
 # ---------------------------------------------------------------------------------------------- 5. faults
-def _fail_writes(monkeypatch, magic: bytes, fail_from: int, fail_to: int | None = None) -> list[int]:
-    """Make the n-th atomic write of files starting with `magic` fail with ENOSPC, for fail_from <= n <= fail_to."""
-    original, seen = image_io._write_all, []
-
-    def write_all(fd, data):
-        if bytes(data[: len(magic)]) == magic:
-            seen.append(len(data))
-            if fail_from <= len(seen) and (fail_to is None or len(seen) <= fail_to):
-                original(fd, data[: len(data) // 2])
-                raise OSError(errno.ENOSPC, "No space left on device")
-        original(fd, data)
-
-    monkeypatch.setattr(image_io, "_write_all", write_all)
-    return seen
-
-
 def test_full_disk_during_a_periodic_png_save_warns_and_continues(tmp_path, capsys, monkeypatch):
     content, style = inputs(tmp_path)
-    _fail_writes(monkeypatch, PNG_MAGIC, 3, 3)  # the 3rd PNG: step 2
+    fail_writes(monkeypatch, PNG_MAGIC, 3, 3)  # the 3rd PNG: step 2
     code, err = run(fit_args(tmp_path, content, style, 4), capsys)
     assert code == 0, err
     warning = "nst-pl: warning: step 2: could not save the images, the run continues"
@@ -440,7 +479,7 @@ def test_full_disk_during_a_periodic_png_save_warns_and_continues(tmp_path, caps
 
 def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(tmp_path, capsys, monkeypatch):
     content, style = inputs(tmp_path)
-    _fail_writes(monkeypatch, PNG_MAGIC, 3)  # every PNG from step 2 on
+    fail_writes(monkeypatch, PNG_MAGIC, 3)  # every PNG from step 2 on
     code, err = run(fit_args(tmp_path, content, style, 3), capsys)
     assert "nst-pl: warning: step 2: could not save" in err
     assert_clear_error(code, err, "step_000003.png", "no space left", "free some disk space")
@@ -453,11 +492,13 @@ def test_full_disk_at_the_final_save_is_an_error_and_resuming_writes_the_result(
     code, err = run(fit_args(tmp_path, content, style, 3, 32, "--ckpt_path", str(ckpt)), capsys)
     assert code == 0, err
     assert png_steps(run_dir(tmp_path, 1) / "images" / "photo__paint") == [3]
+    assert "the checkpoint is at step 3 and trainer.max_steps is 3: no step runs" in err  # said, not silent
+    assert "dirpath has changed" not in err  # Lightning's note on every resume into a new version folder
 
 
 def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
     content, style = inputs(tmp_path)
-    _fail_writes(monkeypatch, CKPT_MAGIC, 2)  # every checkpoint after the first
+    fail_writes(monkeypatch, CKPT_MAGIC, 2)  # every checkpoint after the first
     code, err = run(fit_args(tmp_path, content, style, 4, 32, "--checkpoint.every_n_train_steps", "1"), capsys)
     assert_clear_error(code, err, "checkpoint not saved", ".ckpt", "no space left", "left untouched")
     assert load_ckpt(run_dir(tmp_path) / "checkpoints" / "last.ckpt")["global_step"] == 1
@@ -476,7 +517,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     io_ = AtomicCheckpointIO()
     path = tmp_path / "ckpts" / "last.ckpt"
     io_.save_checkpoint({"global_step": 1, "x": torch.ones(1000)}, path)
-    _fail_writes(monkeypatch, CKPT_MAGIC, 1)
+    fail_writes(monkeypatch, CKPT_MAGIC, 1)
     with pytest.raises(OutputError, match="no space left"):
         io_.save_checkpoint({"global_step": 2, "x": torch.zeros(1000)}, path)
     assert load_ckpt(path)["global_step"] == 1
@@ -604,3 +645,55 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_and_resume_w
     step2 = "images/photo__paint/step_000002.png"
     assert torch.equal(read_png(first / step2), read_png(second / step2))  # the restored image
     assert load_ckpt(second / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_sighup_saves_images_and_a_checkpoint_then_exits_129(runs):
+    bg = runs["sighup"]
+    rc, err = bg.result()
+    assert bg.signalled_at is not None, f"the run never reached its first step: {err[-2000:]}"
+    assert rc == 129, err[-3000:]  # 128 + SIGHUP, not killed by the signal's default action with nothing saved
+    assert "Traceback" not in err
+    match = re.search(r"stopped by SIGHUP \(the terminal was closed\) at step (\d+): .*--ckpt_path '([^']+)'", err)
+    assert match, err[-3000:]
+    step, ckpt_path = int(match.group(1)), Path(match.group(2))
+    assert load_ckpt(ckpt_path)["global_step"] == step >= 1
+    assert png_steps(run_dir(bg.root) / "images" / "photo__paint")[-1] == step
+    no_stray_files(bg.root)
+
+
+@pytest.mark.parametrize("console", ["/dev/full", "closed", ">&-"])
+def test_a_broken_stdout_drops_the_output_and_the_run_finishes(runs, console):
+    bg = runs[console]
+    rc, err = bg.result()
+    assert rc == 0, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err
+    if console == ">&-":  # closed on purpose: nothing to report
+        assert "cannot write to stdout" not in err
+    else:
+        reason = "No space left on device" if console == "/dev/full" else "Broken pipe"
+        assert err.count(f"nst-pl: warning: cannot write to stdout ({reason})") == 1, err[-3000:]
+    run = run_dir(bg.root)
+    assert png_steps(run / "images" / "photo__paint") == [0, 1, 2, 3, 4]  # every image, the final one included
+    assert load_ckpt(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
+    no_stray_files(bg.root)
+
+
+def test_sigterm_while_the_step_0_images_of_many_pairs_are_written_stops_between_two_files(runs):
+    """40 pairs whose PNGs take 0.2 s each (8 s for step 0, then as much for every later step): SIGTERM right after
+    the first PNG stops the writing between two files, and the run ends with a checkpoint instead of finishing the
+    40 images, a step and 40 more."""
+    bg = runs["many_pairs"]
+    rc, err = bg.result()
+    assert bg.signalled_at is not None, f"the run never wrote an image: {err[-2000:]}"
+    assert rc == 143, err[-3000:]
+    assert "Traceback" not in err and "nst-pl: stopped by SIGTERM at step 0" in err, err[-3000:]
+    images = run_dir(bg.root) / "images"
+    written = list(images.rglob("step_*.png"))
+    assert 1 <= len(written) < 40 and all(p.name == "step_000000.png" for p in written)
+    ckpt = load_ckpt(run_dir(bg.root) / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 0 and ckpt["state_dict"]["image"].shape[0] == 40  # every pair's image
+    # No timing claim beyond "it ended": the count of PNGs above shows where it stopped; the interpreter's own exit
+    # takes seconds on a loaded machine.
+    assert bg.ended_at - bg.signalled_at < 60, bg.ended_at - bg.signalled_at
+    no_stray_files(bg.root)
