@@ -53,6 +53,7 @@ class StyleTransfer(pl.LightningModule):
         scale_steps: list[int] | None = None,
         ema_decay: float | None = 0.9,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
+        style_strength: float = 1.0,
         optimizer: OptimizerCallable = default_optimizer,
     ) -> None:
         """Gatys-style transfer: optimise the pixels of one image per (content, style) pair.
@@ -85,6 +86,9 @@ class StyleTransfer(pl.LightningModule):
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
                 chrominance) or `histogram` (match the output's colour mean and covariance to the photo's).
+            style_strength: How far the output goes from the photo towards the optimised image: photo +
+                style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
+                Applied to the output like `preserve_color` (before it), so it can change on resume.
             optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.007}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
@@ -112,7 +116,12 @@ class StyleTransfer(pl.LightningModule):
             scales,
             scale_steps,
         )
+        if not (0.0 <= style_strength <= 2.0):
+            raise ConfigError(
+                f"model.style_strength must be between 0 and 2 (1: the optimised image), got {style_strength}"
+            )
         self.init = init
+        self.style_strength = style_strength
         self.ema_decay = ema_decay
         self.preserve_color = preserve_color
         self.optimizer_factory = optimizer
@@ -242,6 +251,8 @@ class StyleTransfer(pl.LightningModule):
         outputs = []
         for i, (h, w) in enumerate(self.pair_images.sizes):  # crop first: colour statistics of the real image only
             out, content = x[i, :, :h, :w], self.pair_images.content[i, :, :h, :w].to(x.device)
+            if self.style_strength != 1.0:
+                out = (content + self.style_strength * (out - content)).clamp(0, 1)
             if self.preserve_color == "luminance":
                 out = transfer_luminance(out, content)
             elif self.preserve_color == "histogram":

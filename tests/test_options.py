@@ -114,6 +114,20 @@ def test_preserve_color_histogram_matches_content_statistics(tmp_path, pair_dirs
     assert (raw.mean(1) - content.mean(1)).abs().max() > (out.mean(1) - content.mean(1)).abs().max()
 
 
+def test_style_strength_moves_the_output_between_the_photo_and_the_optimised_image(tmp_path, pair_dirs):
+    model, data, _ = fit(tmp_path, *pair_dirs, max_steps=4, model_kw={"ema_decay": None})
+    h, w = data.images.sizes[0]
+    photo = data.images.content[0, :, :h, :w]
+    full = model.output_images()[0]
+    assert (full - photo).abs().max() > 1e-3  # the optimisation moved the picture
+    model.style_strength = 0.0
+    assert torch.allclose(model.output_images()[0], photo, atol=1e-6)
+    model.style_strength = 0.5
+    assert torch.allclose(model.output_images()[0] - photo, 0.5 * (full - photo), atol=1e-6)
+    with pytest.raises(ValueError, match="style_strength"):
+        StyleTransfer(VGG16(weights=None), style_strength=-0.5)
+
+
 def test_preserve_color_luminance_keeps_content_chroma(tmp_path, pair_dirs):
     from nst_pl.color import rgb_to_yiq
 
