@@ -1,9 +1,12 @@
 """Make the README picture (docs/results.jpg): the default recipe on every sample pair, offline VGG16.
 
-    python bench/results_sheet.py            # ~15 min on 2 CPU cores
+    python bench/results_sheet.py            # ~5 min on 2 quiet CPU cores
 
-Runs `nst-pl fit --config vgg19` at 256 px for 300 steps (100 each at 128 and 181 px, then 256 px)
-with the offline VGG16 (../shared), then lays out one row per pair: photo, painting, result at the last step.
+Runs the default recipe (`nst-pl fit --config vgg19`) at 256 px as `bench/quality.py` does: its coarse scales below
+256 px (60 steps at 128 px, 40 at 181), then 10 steps at 256 px, with the offline VGG16 (../shared); then lays out
+one row per pair: photo, painting, result at the last step (docs/results.jpg); and the trade-off knob
+`model.style_strength` at 0.25, 0.5, 0.75, 1 and 1.5 on the first pair (docs/style_strength.jpg), which is a
+post-process of the same result.
 """
 
 from __future__ import annotations
@@ -13,12 +16,22 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OFFLINE_VGG16, REPO, row_sheet  # noqa: E402
 
 from nst_pl.data import PairDataModule  # noqa: E402
+from nst_pl.image_io import to_pil  # noqa: E402
+
+STRENGTHS = (0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+
 
 COMMAND = [
     "--config",
@@ -26,11 +39,11 @@ COMMAND = [
     "--data.image_size",
     "256",
     "--trainer.max_steps",
-    "300",
+    "110",
     "--model.scales",
     "[128, 181]",
     "--model.scale_steps",
-    "[100, 100]",
+    "[60, 40]",
     "--model.extractor",
     "nst_pl.extractors.VGG16",
     "--model.extractor.init_args.weights",
@@ -67,6 +80,10 @@ def main() -> None:
     out = REPO / "docs" / "results.jpg"
     row_sheet(rows, out)
     print(f"wrote {out} ({len(rows)} pairs)")
+    photo, result = (to_tensor(im.resize(rows[0][2].size)) for im in (rows[0][0], rows[0][2]))
+    knob = [to_pil((photo + s * (result - photo)).clamp(0, 1)) for s in STRENGTHS]  # as StyleTransfer.output_images
+    row_sheet([knob], REPO / "docs" / "style_strength.jpg")
+    print(f"wrote docs/style_strength.jpg (style_strength {STRENGTHS})")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def test_print_config(capsys):
     assert exit_.value.code in (0, None)
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["model"]["extractor"]["class_path"] == "nst_pl.extractors.VGG19"
-    assert out["image_logger"]["every_n_steps"] == 100
+    shipped = yaml.safe_load((REPO / "nst_pl" / "configs" / "vgg19.yaml").read_text())
+    assert out["image_logger"]["every_n_steps"] == shipped["image_logger"]["every_n_steps"]
+    assert out["model"]["relative_losses"] == "shared"  # a string value of the bool | Literal option survives
     assert out["trainer"]["use_distributed_sampler"] is False
 
 
