@@ -448,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ) from None
     judge = Judge(args.judge_weights, args.judge_normalization, device="cuda" if torch.cuda.is_available() else None)
     print(
-        f"[compare] judges: {judge.description}; style gain: {judge.style_gain_description}; "
+        f"[compare] judges: {judge.description}; style gain: {judge.style_gain_judge or _NO_GAIN}; "
         f"{len(args.configs)} experiment(s) -> {out}",
         flush=True,
     )
@@ -476,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[compare]   FAILED: {r.reason}", flush=True)
         results += rs
     _fill_failed_rows(results, args)
-    write_tables(results, out, judge.description, judge.style_gain_description)
+    write_tables(results, out, judge.description, judge.style_gain_judge)
     sheet = write_sheet(results, args.snapshots, out, args.tile)
     failed = [r.experiment for r in results if r.status != "ok"]
     print(
@@ -487,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stopped_with is not None:
         return stopped_with
     return 1 if failed else 0
+
+
+_NO_GAIN = "not measured (pip install nst-pl[judge])"
 
 
 def _num(value: float) -> str:

@@ -86,7 +86,8 @@ class Judge:
                 self.embedding = StyleEmbedding()
             except ConfigError as err:  # an optional extra: the other measures still stand
                 warnings.warn(f"style gain not measured: {err}", stacklevel=2)
-        self.style_gain_description = STYLE_GAIN_JUDGE if self.embedding else "not measured (pip install nst-pl[judge])"
+        # For tables: the network behind the style gain, None when it is not measured.
+        self.style_gain_judge = STYLE_GAIN_JUDGE if self.embedding else None
 
     @torch.no_grad()
     def score(

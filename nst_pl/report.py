@@ -73,11 +73,11 @@ def _fmt(v: Any) -> str:
 
 
 def write_tables(
-    results: Sequence[Result], out: Path, judge_description: str, style_gain_description: str = "not measured"
+    results: Sequence[Result], out: Path, judge_description: str, style_gain_judge: str | None = None
 ) -> None:
     """`out/metrics.csv` (every field) and `out/metrics.md` (the table for people). Raises OutputError.
 
-    `judge_description` names the VGG16 judge, `style_gain_description` the independent one (`nst_pl.judge.Judge`).
+    `judge_description` names the VGG16 judge, `style_gain_judge` the independent one (None: not measured).
     """
     table = io.StringIO(newline="")
     w = csv.writer(table)
@@ -105,13 +105,18 @@ def write_tables(
         if torch.cuda.is_available()
         else "peak RSS increase over the run (sampled every 20 ms)"
     )
+    gain_note = (
+        f"Style gain by {style_gain_judge}, a network that no experiment optimises: 1 − d(output, painting) / "
+        "d(photo, painting) between its style vectors, 0 = the photo's style, 1 = the painting's (several paintings: "
+        "the blend-weighted mean)."
+        if style_gain_judge
+        else "Style gain not measured (the independent judge needs `pip install nst-pl[judge]`)."
+    )
     lines = [
         f"Judges: judge content and judge style by {judge_description}: content = MSE at relu4_2, style = mean Gram "
         "MSE over relu1_1…relu5_1 (absolute, not the experiments' own losses; a VGG judge favours VGG experiments). "
-        f"Style gain by {style_gain_description}, a network that no experiment optimises: "
-        "1 − d(output, painting) / d(photo, painting) between its style vectors, 0 = the photo's style, 1 = the "
-        "painting's (several paintings: the blend-weighted mean). SSIM to the photo, no network: RGB counts the "
-        f"colour change, luminance only the structure. Memory = {mem_note}.",
+        f"{gain_note} SSIM to the photo, no network: RGB counts the colour change, luminance only the structure. "
+        f"Memory = {mem_note}.",
         "",
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" if i < 4 else "---:" for i in range(len(headers))) + "|",
