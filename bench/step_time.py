@@ -93,6 +93,7 @@ def step_section(args, nets) -> dict:
                 timer = StepTimer()
                 fit(nets[cl], precision, size, args.warmup + args.steps, [timer])
                 times[name] += timer.times[args.warmup :]
+                print(f"[step] {size} px {name}: {[round(t, 2) for t in timer.times]} s", flush=True)
             print(f"[step] {size} px round {r + 1}/{args.rounds}, load {os.getloadavg()[0]:.1f}", flush=True)
         med = {n: statistics.median(t) for n, t in times.items()}
         out[size] = {"median_s": med, "ratio_to_fp32": {n: med[n] / med["fp32"] for n in names}, "times": times}
@@ -130,7 +131,8 @@ def quality_section(args, nets, variant: str) -> dict:
             ev = Eval()
             fit(nets[cl], precision, 256, args.quality_steps, [ev], **QUALITY_RECIPE)
             runs[name].append(ev.curve)
-            print(f"[quality] {name} round {r + 1}: {ev.curve[-1]}, load {os.getloadavg()[0]:.1f}", flush=True)
+            curve = ", ".join(f"{p['step']}: {p['gain']:.3f}/{p['ssim']:.3f}/{p['seconds']:.0f}s" for p in ev.curve)
+            print(f"[quality] {name} round {r + 1} (load {os.getloadavg()[0]:.1f}): {curve}", flush=True)
     # Same pictures every round (deterministic per variant); the time of each snapshot is the median over rounds.
     curves = {}
     for name, rs in runs.items():
