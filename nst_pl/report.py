@@ -34,7 +34,9 @@ CSV_FIELDS = [
     "steps",
     "judge_content",
     "judge_style",
+    "style_gain",
     "ssim",
+    "ssim_luminance",
     "wall_time_s",
     "peak_mem_mb",
     "reason",
@@ -51,7 +53,9 @@ class Result:
     steps: int = 0
     judge_content: float = math.nan
     judge_style: float = math.nan
+    style_gain: float = math.nan
     ssim: float = math.nan
+    ssim_luminance: float = math.nan
     wall_time_s: float = math.nan
     peak_mem_mb: float = math.nan
     reason: str = ""
@@ -68,8 +72,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_tables(results: Sequence[Result], out: Path, judge_description: str) -> None:
-    """`out/metrics.csv` (every field) and `out/metrics.md` (the table for people). Raises OutputError."""
+def write_tables(
+    results: Sequence[Result], out: Path, judge_description: str, style_gain_judge: str | None = None
+) -> None:
+    """`out/metrics.csv` (every field) and `out/metrics.md` (the table for people). Raises OutputError.
+
+    `judge_description` names the VGG16 judge, `style_gain_judge` the independent one (None: not measured).
+    """
     table = io.StringIO(newline="")
     w = csv.writer(table)
     w.writerow(CSV_FIELDS)
@@ -85,7 +94,9 @@ def write_tables(results: Sequence[Result], out: Path, judge_description: str) -
         "steps",
         "judge content ↓",
         "judge style ↓",
-        "SSIM to content",
+        "style gain ↑",
+        "SSIM to content (RGB)",
+        "SSIM to content (luminance)",
         "wall time (s)",
         "peak mem (MB)",
     ]
@@ -94,9 +105,18 @@ def write_tables(results: Sequence[Result], out: Path, judge_description: str) -
         if torch.cuda.is_available()
         else "peak RSS increase over the run (sampled every 20 ms)"
     )
+    gain_note = (
+        f"Style gain by {style_gain_judge}, a network that no experiment optimises: 1 − d(output, painting) / "
+        "d(photo, painting) between its style vectors, 0 = the photo's style, 1 = the painting's (several paintings: "
+        "the blend-weighted mean)."
+        if style_gain_judge
+        else "Style gain not measured (the independent judge needs `pip install nst-pl[judge]`)."
+    )
     lines = [
-        f"Judge: {judge_description}; content = MSE at relu4_2, style = mean Gram MSE over relu1_1…relu5_1 "
-        f"(absolute, not the experiments' own losses); memory = {mem_note}.",
+        f"Judges: judge content and judge style by {judge_description}: content = MSE at relu4_2, style = mean Gram "
+        "MSE over relu1_1…relu5_1 (absolute, not the experiments' own losses; a VGG judge favours VGG experiments). "
+        f"{gain_note} SSIM to the photo, no network: RGB counts the colour change, luminance only the structure. "
+        f"Memory = {mem_note}.",
         "",
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" if i < 4 else "---:" for i in range(len(headers))) + "|",

