@@ -153,6 +153,7 @@ def main() -> None:
         third = third[-1] if third else curve[0]
         results["pairs"][name] = {"classic": classic, "recipe": curve, "dominates_at": hit}
         results["load"].append(os.getloadavg())
+        (args.out / f"{args.pairs}_{args.recipe}.json").write_text(json.dumps(results, indent=1))  # after each pair
         rows.append((name, ref, third, hit))
         sheet.append([to_pil(photo), to_pil(load_image(style, long_side=args.size)), to_pil(classic_img),
                       to_pil(snaps[third["step"]])])  # fmt: skip
@@ -160,7 +161,6 @@ def main() -> None:
               f"{third['gain']:.3f}/{third['ssim']:.3f}; dominates "
               + (f"at step {hit['step']}, ratio {hit['seconds'] / ref['seconds']:.2f}" if hit else "not within run"),
               flush=True)  # fmt: skip
-    (args.out / f"{args.pairs}_{args.recipe}.json").write_text(json.dumps(results, indent=1))
     row_sheet(sheet, args.out / f"{args.pairs}_{args.recipe}_sheet.jpg")
     print(
         f"\n| pair ({args.size} px, recipe {args.recipe}) | classic: gain / SSIM / s | ours at 1/3 of its time | "
