@@ -40,7 +40,7 @@ Stylise a photo with a painting: one command, one file.
   --verbose        show Lightning's messages and every warning (as does NST_PL_DEBUG=1)
 
 Every option of `nst-pl fit` works here too (`nst-pl fit --help` lists them), e.g.
-  nst-pl stylize photo.jpg painting.jpg -o out.png --model.style_weight 10 --trainer.max_steps 300
+  nst-pl stylize photo.jpg painting.jpg -o out.png --model.style_strength 0.7 --trainer.max_steps 300
   nst-pl stylize photo.jpg painting.jpg --trainer.precision bf16-mixed
 The run folder (TensorBoard, checkpoints, config.yaml) is written as for `fit`, and its path printed.
 """
