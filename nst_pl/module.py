@@ -51,6 +51,7 @@ class StyleTransfer(pl.LightningModule):
         init: str = "content",
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
+        tile_size: int | None = None,
         ema_decay: float | None = 0.9,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
         optimizer: OptimizerCallable = default_optimizer,
@@ -79,6 +80,10 @@ class StyleTransfer(pl.LightningModule):
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
+            tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
+                (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
+                whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
+                shared out over the ranks.
             ema_decay: If set (default 0.9), the output is a bias-corrected exponential moving average of the
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
@@ -109,6 +114,7 @@ class StyleTransfer(pl.LightningModule):
             relative_losses,
             scales,
             scale_steps,
+            tile_size,
         )
         self.init = init
         self.ema_decay = ema_decay
@@ -155,18 +161,35 @@ class StyleTransfer(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         idx = batch.to(self.image.device)
         world = self.trainer.world_size
+        if world > 1 and self.objective.tiled(self.global_step):
+            # Tiles, not pairs, are shared out: every rank takes all pairs and every world-th tile, the sums are
+            # all-reduced inside the objective, and every rank's terms are the whole loss. DDP averages the
+            # gradients of the ranks' tiles, hence the factor `world`; the logged terms are divided by it because
+            # _log_terms adds the ranks' values up.
+            idx = torch.arange(len(self.pair_images.names), device=self.image.device)
+            terms = self.objective(
+                self._images(idx), idx, self.global_step, (self.global_rank, world), torch.distributed.all_reduce
+            )
+            self._log_terms({k: v.detach() / world for k, v in terms.items()})
+            return terms["total"].sum() * world
         if idx.numel() == 0:
             # A rank without pairs (more ranks than pairs) still takes part in DDP's gradient all-reduce, with a
             # zero gradient, and in the all-reduce of the logged values.
             zero = self.image.sum() * 0.0
             self._log_terms({k: zero.detach()[None] for k in self.objective.term_names()})
             return zero
-        terms = self.objective(self.image[idx], idx, self.global_step)
+        terms = self.objective(self._images(idx), idx, self.global_step)
         # Sum over pairs: each image gets exactly its own gradient. DDP averages gradients over ranks, and each
         # image lives on one rank only, so multiply by the world size to undo the average.
         loss = terms["total"].sum() * world
         self._log_terms(terms)
         return loss
+
+    def _images(self, idx: Tensor) -> Tensor:
+        # All pairs in order (one process, or tiles): the parameter itself, not an indexed copy of a print-size image.
+        if len(idx) == len(self.image) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+            return self.image
+        return self.image[idx]
 
     def _log_terms(self, terms: dict[str, Tensor]) -> None:
         # One all-reduce for every scalar (instead of one per `self.log(sync_dist=True)` call): sums over pairs,

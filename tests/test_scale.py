@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import REPO, SHALLOW, SHALLOW_CLI, fit, make_image, tiny_trainer
+from conftest import REPO, SHALLOW, SHALLOW_CLI, StopAt, fit, make_image, tiny_trainer
 from pytorch_lightning.plugins import MixedPrecision
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -435,17 +435,6 @@ def test_cli_resume_is_exact(tmp_path, pair_dirs):
     # and the last PNG is the same picture
     png = "images/photo__paint/step_000006.png"
     assert (_run_dir(tmp_path / "full") / png).read_bytes() == (_run_dir(tmp_path / "resumed") / png).read_bytes()
-
-
-class StopAt(pl.Callback):
-    """Ends the run after `step` steps although max_steps is larger (an interrupted run)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def test_resume_across_a_coarse_to_fine_boundary_with_ema_is_exact(tmp_path, pair_dirs):

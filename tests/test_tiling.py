@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SHALLOW, StopAt, assert_clear_error, cli_fit_args, fit, run_cli, tiny_trainer
 
-from nst_pl.data import PairImages
+from nst_pl.callbacks import LastCheckpoint
+from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import VGG16, VGG19, ResNet50
+from nst_pl.module import StyleTransfer
 from nst_pl.objective import Objective
 from nst_pl.tiling import grid_step, plan_tiles
 
@@ -154,3 +157,61 @@ def test_a_tile_size_below_the_networks_stride_is_a_clear_error(vgg, tile):
 def test_tiles_refuse_activation_smoothing():
     with pytest.raises(ConfigError, match="smoothing"):
         Objective(VGG16(weights=None, smoothing=1.0), **LAYERS, tile_size=64)
+
+
+# ------------------------------------------------------------------------------------------ module and CLI
+def _sgd(params):
+    # SGD, not Adam: Adam turns the ~1e-8 rounding of near-zero gradients into lr-sized steps (see test_scale.py).
+    return torch.optim.SGD(params, lr=20.0)
+
+
+def test_fit_with_tiles_gives_the_untiled_picture_across_coarse_to_fine(tmp_path, pair_dirs):
+    """scales [32] (one tile: untiled) for 2 steps, then 48 px in 2 x 2 tiles, EMA on: the same images."""
+    kw = dict(scales=[32], scale_steps=[2], optimizer=_sgd)
+    plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=4, model_kw=kw)
+    tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=4, model_kw={**kw, "tile_size": 32})
+    assert [tiled.objective.tiled(s) for s in (1, 2)] == [False, True]
+    assert (plain.image - plain.pair_images.content).abs().mean() > 1e-3  # the picture moved
+    torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tiled.image_ema, plain.image_ema, atol=1e-5, rtol=0)
+
+
+def test_lbfgs_with_tiles_gives_the_untiled_picture(tmp_path, pair_dirs):
+    def lbfgs(params):
+        return torch.optim.LBFGS(params, lr=0.5, max_iter=1, history_size=5)
+
+    plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=3, model_kw=dict(optimizer=lbfgs))
+    tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=3, model_kw=dict(optimizer=lbfgs, tile_size=24))
+    assert (plain.image - plain.pair_images.content).abs().mean() > 1e-4
+    torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
+
+
+def test_resume_in_the_middle_of_a_tiled_phase_is_exact(tmp_path, pair_dirs):
+    """Stop at step 3 of 6 (tiled from step 2 on), resume from last.ckpt: images, EMA and Adam state bitwise."""
+    model_kw = dict(scales=[32], scale_steps=[2], ema_decay=0.8, tile_size=32)
+
+    def run(root, callbacks=(), ckpt_path=None):
+        torch.manual_seed(0)
+        model = StyleTransfer(VGG16(weights=None), **SHALLOW, **model_kw)
+        data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
+        ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
+        trainer = tiny_trainer(root, max_steps=6, callbacks=[ckpt, *callbacks], enable_checkpointing=True)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return ckpt.last_model_path
+
+    full = torch.load(run(tmp_path / "full"), weights_only=False)
+    half = run(tmp_path / "half", callbacks=[StopAt(3)])
+    assert torch.load(half, weights_only=False)["global_step"] == 3
+    resumed = torch.load(run(tmp_path / "resumed", ckpt_path=half), weights_only=False)
+    assert full["global_step"] == resumed["global_step"] == 6
+    for key in full["state_dict"]:
+        assert torch.equal(full["state_dict"][key], resumed["state_dict"][key]), key
+    for key, value in full["optimizer_states"][0]["state"][0].items():
+        assert torch.equal(value, resumed["optimizer_states"][0]["state"][0][key]), key
+
+
+def test_cli_takes_model_tile_size(tmp_path, pair_dirs, capsys):
+    """The option reaches the objective from the command line (a successful tiled fit is tested above)."""
+    code, err = run_cli(cli_fit_args(*pair_dirs, tmp_path / "out", 2, "--model.tile_size", "1"), capsys)
+    assert_clear_error(code, err, "model.tile_size", "at least 2")
+    assert not (tmp_path / "out").exists()  # refused before the run's folder was written
