@@ -10,6 +10,7 @@ optimiser and its guards, iterate averaging, colour post-processing and checkpoi
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -23,6 +24,7 @@ from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
 from nst_pl.image_io import load_image
+from nst_pl.memory import check_memory
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, Objective
 from nst_pl.resume import NST_KEY, class_name, reapply_optimizer_options
 
@@ -134,6 +136,10 @@ class StyleTransfer(pl.LightningModule):
             raise ConfigError("StyleTransfer needs a PairDataModule (the `data:` section of the config)")
         self.pair_images = dm.images
         self.objective.bind(self.pair_images, self.trainer.max_steps)
+        # Before the first step: a step that cannot fit fails now, with a tile size that fits (memory.py).
+        line = check_memory(self.objective, self.pair_images, self.trainer.strategy.root_device)
+        if line and self.trainer.is_global_zero:
+            sys.stderr.write(f"nst-pl: memory: {line}\n")
         if self.image.shape != self.pair_images.content.shape:
             with torch.no_grad():
                 self.image = nn.Parameter(self._initial_image())

@@ -82,7 +82,7 @@ class Objective:
         self.scales, self.planned_steps = _check_scales(scales, scale_steps)
         self.scale_steps = self.planned_steps  # what `bind` fits into the run
         self.tile_size = _check_tile_size(tile_size, extractor, self.layers)
-        self._tiles: dict[tuple[int, int], list[Tile]] = {}
+        self._tiles: dict[tuple[tuple[int, int], int], list[Tile]] = {}
         self.images: PairImages | None = None
         self._targets: dict[tuple[int, int], dict[str, Any]] = {}
         self._device: torch.device | None = None
@@ -165,13 +165,17 @@ class Objective:
 
     def tiles(self, size: tuple[int, int]) -> list[Tile] | None:
         """The tiles of a picture of `size` = (h, w); None when tiling is off or the picture fits in one tile."""
+        return self.plan(size, self.tile_size)
+
+    def plan(self, size: tuple[int, int], tile_size: int | None) -> list[Tile] | None:
+        """The tiles of `tile_size` px for a picture of `size`, None when it fits in one (or `tile_size` is None)."""
         size = tuple(size)
-        if self.tile_size is None or max(size) <= self.tile_size:
+        if tile_size is None or max(size) <= tile_size:
             return None
-        if size not in self._tiles:
+        if (size, tile_size) not in self._tiles:
             shapes = self.extractor.feature_shapes(size, self.layers)
-            self._tiles[size] = plan_tiles(size, self.tile_size, self.extractor.reach(self.layers), shapes)
-        return self._tiles[size]
+            self._tiles[size, tile_size] = plan_tiles(size, tile_size, self.extractor.reach(self.layers), shapes)
+        return self._tiles[size, tile_size]
 
     def tiled(self, step: int) -> bool:
         """True when the step's view is processed tile by tile."""

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import SHALLOW, StopAt, assert_clear_error, cli_fit_args, fit, run_cli, tiny_trainer
 
+import nst_pl.memory as memory
 from nst_pl.callbacks import LastCheckpoint
 from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError
@@ -165,11 +166,12 @@ def _sgd(params):
     return torch.optim.SGD(params, lr=20.0)
 
 
-def test_fit_with_tiles_gives_the_untiled_picture_across_coarse_to_fine(tmp_path, pair_dirs):
+def test_fit_with_tiles_gives_the_untiled_picture_across_coarse_to_fine(tmp_path, pair_dirs, capsys):
     """scales [32] (one tile: untiled) for 2 steps, then 48 px in 2 x 2 tiles, EMA on: the same images."""
     kw = dict(scales=[32], scale_steps=[2], optimizer=_sgd)
     plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=4, model_kw=kw)
     tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=4, model_kw={**kw, "tile_size": 32})
+    assert "nst-pl: memory: a 48x40 px step needs about" in capsys.readouterr().err  # said at start, with tiles
     assert [tiled.objective.tiled(s) for s in (1, 2)] == [False, True]
     assert (plain.image - plain.pair_images.content).abs().mean() > 1e-3  # the picture moved
     torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
@@ -215,3 +217,36 @@ def test_cli_takes_model_tile_size(tmp_path, pair_dirs, capsys):
     code, err = run_cli(cli_fit_args(*pair_dirs, tmp_path / "out", 2, "--model.tile_size", "1"), capsys)
     assert_clear_error(code, err, "model.tile_size", "at least 2")
     assert not (tmp_path / "out").exists()  # refused before the run's folder was written
+
+
+# ------------------------------------------------------------------------------------------------- memory
+def _canvas(h: int, w: int) -> PairImages:
+    # Expanded views: the estimate reads shapes only, so a print-size canvas costs no memory here.
+    return PairImages(torch.zeros(1).expand(1, 3, h, w), [[torch.zeros(3, 8, 8)]], torch.ones(1, 1), ["a"], [(h, w)])
+
+
+def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
+    objective = Objective(VGG19(weights=None), ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    small, large = (memory.step_bytes(objective, _canvas(s * 3 // 4, s), None) for s in (1024, 2048))
+    assert 3.5 < large / small < 4.5  # activations are proportional to the pixel count
+    tiled = [memory.step_bytes(objective, _canvas(3072, 4096), t) for t in (1024, 512)]
+    assert tiled[1] < tiled[0] < large  # a 4096 px picture in tiles costs less than 2048 px whole
+
+
+def test_a_step_that_cannot_fit_is_refused_with_a_tile_size_that_fits(monkeypatch):
+    objective = Objective(VGG19(weights=None), ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    images = _canvas(1536, 2048)
+    free = 4 * memory.GIB
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (free, "available RAM"))
+    with pytest.raises(ConfigError, match="not enough memory: a 2048x1536 px step needs about") as err:
+        memory.check_memory(objective, images, torch.device("cpu"))
+    tile = int(str(err.value).split("model.tile_size ")[1].split()[0])
+    assert memory.step_bytes(objective, images, tile) <= 0.8 * free
+    objective.tile_size = tile
+    assert "tile(s) of" in memory.check_memory(objective, images, torch.device("cpu"))
+
+
+def test_fit_refuses_before_the_first_step_when_memory_is_short(tmp_path, pair_dirs, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (1000, "available RAM"))
+    with pytest.raises(ConfigError, match="lower data.image_size"):
+        fit(tmp_path, *pair_dirs, max_steps=1)

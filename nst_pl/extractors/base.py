@@ -221,6 +221,27 @@ class FeatureExtractor(nn.Module):
                 out[i] = tuple(x.shape[1:])
         return {n: out[self._tap_stage[n]] for n in names}
 
+    def activation_bytes(self, size: tuple[int, int], layers: Iterable[str]) -> tuple[int, int]:
+        """For a float32 input of `size` (batch 1) run up to the deepest of `layers`: the bytes that autograd keeps
+        for the backward (activations, max-pooling indices; not the weights), and the largest stage output. From a
+        run on meta tensors, for memory estimates."""
+        stages = self._meta_stages()[: self._last_stage(self._sorted(layers)) + 1]
+        weights = {id(p) for p in stages.parameters()}
+        saved: dict[int, Tensor] = {}  # by identity: a ReLU's output is saved by the ReLU and by the next conv
+
+        def pack(t: Tensor) -> Tensor:
+            if id(t) not in weights:
+                saved[id(t)] = t
+            return t
+
+        largest = 0
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            x = torch.empty(1, 3, *size, device="meta", requires_grad=True)
+            for stage in stages:
+                x = stage(x)
+                largest = max(largest, x.numel() * x.element_size())
+        return sum(t.numel() * t.element_size() for t in saved.values()), largest
+
     def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
         """Features of `x` at the taps `layers`.
 
