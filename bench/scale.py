@@ -74,7 +74,16 @@ def _content_dir(root: Path, n: int) -> Path:
 
 
 def _nst_steps(
-    n: int, size: int, steps: int, root: Path, precision: str = "32-true", accelerator: str = "cpu", warmup: int = 2
+    n: int,
+    size: int,
+    steps: int,
+    root: Path,
+    precision: str = "32-true",
+    accelerator: str = "cpu",
+    warmup: int = 2,
+    model_kw: dict | None = None,
+    data_kw: dict | None = None,
+    keep: list | None = None,
 ):
     """Runs nst-pl's training step for `warmup` untimed steps, then `steps` timed ones; returns the timed steps.
 
@@ -95,9 +104,11 @@ def _nst_steps(
             self.times.append(time.perf_counter() - self._t)
 
     torch.manual_seed(0)
-    model = StyleTransfer(VGG19(weights=None), content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS)
+    model = StyleTransfer(
+        VGG19(weights=None), content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, **(model_kw or {})
+    )
     content = CONTENT if n == 1 else _content_dir(root, n)
-    data = PairDataModule(content=str(content), style=str(STYLE), image_size=size)
+    data = PairDataModule(content=str(content), style=str(STYLE), image_size=size, **(data_kw or {}))
     timer = Timer()
     args = dict(TRAINER_DEFAULTS)
     args.update(
@@ -112,6 +123,8 @@ def _nst_steps(
         callbacks=[timer],
     )
     pl.Trainer(**args).fit(model, datamodule=data)
+    if keep is not None:  # the caller's handle on the fitted model (bench/memory.py reads its estimate)
+        keep.append(model)
     return timer.times[warmup:]
 
 
@@ -175,14 +188,14 @@ def _median(xs: list[float]) -> float:
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
-def _run_worker(threads: int, *argv: str) -> dict:
+def _run_worker(threads: int, *argv: str, script: Path = Path(__file__)) -> dict:
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         NST_BENCH_THREADS=str(threads),
     )
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", *argv],
+        [sys.executable, str(script.resolve()), "--worker", *argv],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,
