@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # bench/ for its helpers, the checkout for nst_pl
 
 import scale  # noqa: E402  (bench/ on the path first)
 

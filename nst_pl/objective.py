@@ -384,9 +384,11 @@ class Objective:
     @torch.no_grad()
     def _content_features(self, x: Tensor) -> dict[str, Tensor]:
         """The content layers' maps of `x` (float32), assembled from tiles' cores when `x` is larger than a tile."""
+        if not self.content_layers:  # texture synthesis: no forward at all (a print-size one would not fit)
+            return {}
         tiles = self.tiles(tuple(x.shape[-2:]))
-        if tiles is None or not self.content_layers:
-            feats = self.features(x)
+        if tiles is None:
+            feats = self.features(x, self.content_layers)
             return {l: feats[l].to(_stat_dtype(x)) for l in self.content_layers}
         shapes = self.extractor.feature_shapes(tuple(x.shape[-2:]), self.content_layers)
         out = {l: x.new_empty(len(x), *shapes[l], dtype=_stat_dtype(x)) for l in self.content_layers}
