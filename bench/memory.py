@@ -1,7 +1,7 @@
 """Print-size benchmark: peak memory and time of one step, untiled vs tiled vs the plain loop, up to 4096 px.
 
     python bench/memory.py                       # 1024, 512, 2048, 4096 px (~1 h on 2 shared CPU cores)
-    python bench/memory.py --sizes 512 1024      # some sizes only
+    python bench/memory.py --sizes 512 1024      # some sizes only (--kinds: some configurations only)
     python bench/memory.py --quick               # smoke run: 128 / 256 px
 
 Each configuration runs in a fresh process: peak RSS (`getrusage` ru_maxrss) at the end minus the peak right after
@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=768, help="model.tile_size (px); 3/4 of the picture when smaller")
     ap.add_argument("--style-size", type=int, default=1024, help="largest style image long side (px)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (see bench/scale.py)")
+    ap.add_argument("--kinds", nargs="+", default=["untiled", "tiled", "plain"], help="configurations to run")
     ap.add_argument("--quick", action="store_true", help="smoke run: 128 and 256 px")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -129,7 +130,7 @@ def main() -> None:
     for size in args.sizes:
         tile = tile_for(size, args.tile)
         untiled_time = None
-        for kind in ("untiled", "tiled", "plain"):
+        for kind in args.kinds:
             if size > 2048 and kind != "tiled":
                 if kind == "untiled":
                     est = estimate_only(size, args.style_size)
