@@ -11,8 +11,9 @@ the imports, as in bench/scale.py; beside it, nst-pl's own estimate (nst_pl/memo
 VGG19 with random weights (memory and time do not depend on the weights' values), content relu4_2, style
 relu1_1…relu5_1, Adam, no coarse-to-fine, the 4:3 photo images/tubingen.jpg resized to the long side (so 4096 x 3072),
 the style image at long side min(size, --style-size). Time: the median of the steps after the first (the first also
-computes the targets); with one step (4096 px) that step, targets included. The untiled step at 4096 px is not run
-(it needs more memory than this machine has): its estimate is printed instead.
+computes the targets); with one step (4096 px) that step, targets included. CPU s / step (process time, one
+thread) is the fairer measure on a shared machine: wall time also counts the neighbours. The untiled step at
+4096 px is not run (it needs more memory than this machine has): its estimate is printed instead.
 """
 
 from __future__ import annotations
@@ -64,17 +65,18 @@ def worker(kind: str, size: int, tile: int, style_size: int) -> dict:
                 lr=0.007,
                 relative=True,
             )
-            times = []
+            times, cpu = [], []
             for _ in range(steps):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 loop.step()
                 times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
             objective, images = loop.objective, data.images
         else:
-            keep: list = []
+            keep, cpu = [], []
             model_kw = {"tile_size": tile if kind == "tiled" else None, "ema_decay": 0.9}
             times = scale._nst_steps(
-                1, size, steps, Path(root), warmup=0, model_kw=model_kw, data_kw=data_kw, keep=keep
+                1, size, steps, Path(root), warmup=0, model_kw=model_kw, data_kw=data_kw, keep=keep, cpu=cpu
             )
             objective, images = keep[0].objective, keep[0].pair_images
         estimate = memory.step_bytes(objective, images, tile if kind == "tiled" else None)
@@ -82,6 +84,7 @@ def worker(kind: str, size: int, tile: int, style_size: int) -> dict:
     return {
         "peak_mb": scale._peak_mb() - base,
         "times": times,
+        "cpu": cpu,
         "estimate_mb": estimate / 2**20,
         "tiles": len(tiles or [None]),
     }
@@ -125,8 +128,8 @@ def main() -> None:
         f"{args.threads} thread(s) per process; VGG19 random weights; load average at start "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
     )
-    print("| long side | kind | tiles | peak MB (RSS) | estimate MB | s / step | vs untiled (time) |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| long side | kind | tiles | peak MB (RSS) | estimate MB | s / step | CPU s / step | vs untiled (CPU) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         tile = tile_for(size, args.tile)
         untiled_time = None
@@ -134,14 +137,15 @@ def main() -> None:
             if size > 2048 and kind != "tiled":
                 if kind == "untiled":
                     est = estimate_only(size, args.style_size)
-                    print(f"| {size} | untiled | 1 | not run | {est:.0f} | | |", flush=True)
+                    print(f"| {size} | untiled | 1 | not run | {est:.0f} | | | |", flush=True)
                 continue
             r = scale._run_worker(args.threads, kind, str(size), str(tile), str(args.style_size), script=Path(__file__))
-            t = scale._median(r["times"][1:] or r["times"])
-            untiled_time = t if kind == "untiled" else untiled_time
-            ratio = f"{t / untiled_time:.2f}x" if untiled_time and kind != "untiled" else ""
+            t, c = (scale._median(r[k][1:] or r[k]) for k in ("times", "cpu"))
+            untiled_time = c if kind == "untiled" else untiled_time
+            ratio = f"{c / untiled_time:.2f}x" if untiled_time and kind != "untiled" else ""
             label = f"tiled ({tile} px)" if kind == "tiled" else kind
-            cells = [size, label, r["tiles"], f"{r['peak_mb']:.0f}", f"{r['estimate_mb']:.0f}", f"{t:.2f}", ratio]
+            cells = [size, label, r["tiles"], f"{r['peak_mb']:.0f}", f"{r['estimate_mb']:.0f}", f"{t:.2f}", f"{c:.2f}"]
+            cells.append(ratio)
             print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     print(
         f"\ntotal {time.time() - started:.0f} s; load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"

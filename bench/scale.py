@@ -84,6 +84,7 @@ def _nst_steps(
     model_kw: dict | None = None,
     data_kw: dict | None = None,
     keep: list | None = None,
+    cpu: list | None = None,
 ):
     """Runs nst-pl's training step for `warmup` untimed steps, then `steps` timed ones; returns the timed steps.
 
@@ -93,15 +94,16 @@ def _nst_steps(
 
     class Timer(pl.Callback):
         def __init__(self):
-            self.times, self._t = [], None
+            self.times, self.cpu, self._t, self._c = [], [], None, None
 
         def on_train_batch_start(self, *a):
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, *a):
             if cuda:
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self._t)
+            self.cpu.append(time.process_time() - self._c)
 
     torch.manual_seed(0)
     model = StyleTransfer(
@@ -125,6 +127,8 @@ def _nst_steps(
     pl.Trainer(**args).fit(model, datamodule=data)
     if keep is not None:  # the caller's handle on the fitted model (bench/memory.py reads its estimate)
         keep.append(model)
+    if cpu is not None:  # CPU seconds of each step: on a crowded machine, wall time measures the neighbours
+        cpu.extend(timer.cpu[warmup:])
     return timer.times[warmup:]
 
 
