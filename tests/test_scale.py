@@ -323,8 +323,10 @@ def test_ddp_tiles_of_one_picture_on_two_cpu_processes_equal_one_process(tmp_pat
     data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
     data.setup()
     assert (img_one - data.images.content).abs().mean() > 0.01  # the picture moved
-    # Issue 12 asks for 1/255; the sums are all-reduced in float64, so only float rounding is left.
-    assert (img_one - img_two).abs().max() < 1e-5, (img_one - img_two).abs().max()
+    # The ranks run one thread, this process two: float rounding differs by ~1e-7, which can flip a max-pooling
+    # argmax between near-equal values and move a few pixels by up to ~lr x gradient (SGD lr 5). Issue 12: 1/255.
+    diff = (img_one - img_two).abs()
+    assert diff.max() <= 1 / 255 and diff.mean() < 1e-5, (diff.max(), diff.mean())
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-5)  # the terms are logged once, not once per rank
 
 
