@@ -5,6 +5,7 @@ Tiny images (32–64 px), random weights, a few steps each: the maths is the sam
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -56,7 +57,8 @@ class DtypeSpy(pl.Callback):
             self.gram_out.add(out.dtype)
             return out
 
-        monkeypatch.setattr(losses, "gram", gram)
+        # The objective holds its StyleLoss (whose statistic is losses.gram) since it was built.
+        monkeypatch.setattr(model.objective, "style_loss", dataclasses.replace(model.objective.style_loss, stat=gram))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.loss.add(outputs["loss"].dtype)
