@@ -74,7 +74,17 @@ def _content_dir(root: Path, n: int) -> Path:
 
 
 def _nst_steps(
-    n: int, size: int, steps: int, root: Path, precision: str = "32-true", accelerator: str = "cpu", warmup: int = 2
+    n: int,
+    size: int,
+    steps: int,
+    root: Path,
+    precision: str = "32-true",
+    accelerator: str = "cpu",
+    warmup: int = 2,
+    model_kw: dict | None = None,
+    data_kw: dict | None = None,
+    keep: list | None = None,
+    cpu: list | None = None,
 ):
     """Runs nst-pl's training step for `warmup` untimed steps, then `steps` timed ones; returns the timed steps.
 
@@ -84,20 +94,23 @@ def _nst_steps(
 
     class Timer(pl.Callback):
         def __init__(self):
-            self.times, self._t = [], None
+            self.times, self.cpu, self._t, self._c = [], [], None, None
 
         def on_train_batch_start(self, *a):
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, *a):
             if cuda:
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self._t)
+            self.cpu.append(time.process_time() - self._c)
 
     torch.manual_seed(0)
-    model = StyleTransfer(VGG19(weights=None), content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS)
+    model = StyleTransfer(
+        VGG19(weights=None), content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, **(model_kw or {})
+    )
     content = CONTENT if n == 1 else _content_dir(root, n)
-    data = PairDataModule(content=str(content), style=str(STYLE), image_size=size)
+    data = PairDataModule(content=str(content), style=str(STYLE), image_size=size, **(data_kw or {}))
     timer = Timer()
     args = dict(TRAINER_DEFAULTS)
     args.update(
@@ -112,6 +125,10 @@ def _nst_steps(
         callbacks=[timer],
     )
     pl.Trainer(**args).fit(model, datamodule=data)
+    if keep is not None:  # the caller's handle on the fitted model (bench/memory.py reads its estimate)
+        keep.append(model)
+    if cpu is not None:  # CPU seconds of each step: on a crowded machine, wall time measures the neighbours
+        cpu.extend(timer.cpu[warmup:])
     return timer.times[warmup:]
 
 
@@ -175,14 +192,14 @@ def _median(xs: list[float]) -> float:
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
-def _run_worker(threads: int, *argv: str) -> dict:
+def _run_worker(threads: int, *argv: str, script: Path = Path(__file__)) -> dict:
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         NST_BENCH_THREADS=str(threads),
     )
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", *argv],
+        [sys.executable, str(script.resolve()), "--worker", *argv],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,

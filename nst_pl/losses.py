@@ -21,7 +21,8 @@ from nst_pl.linalg import sym_matrix_power
 
 
 def _fp32(x: Tensor) -> Tensor:
-    return x.float()
+    # At least float32: half precision goes up, float64 (the exactness tests of tiled steps) stays.
+    return x if x.dtype == torch.float64 else x.float()
 
 
 class fp32_region:
@@ -67,10 +68,21 @@ def content_loss(features: Tensor, target: Tensor) -> Tensor:
         return (_fp32(features) - _fp32(target)).pow(2).flatten(1).mean(1)
 
 
+def content_sums(features: Tensor, target: Tensor) -> Tensor:
+    """Sum of squared errors between feature maps, per pair: [N] (`content_loss` times the map's size)."""
+    with fp32_region():
+        return (_fp32(features) - _fp32(target)).pow(2).flatten(1).sum(1)
+
+
+def gram_compare(stat: Tensor, target_gram: Tensor) -> Tensor:
+    """Mean squared difference between two Gram matrices [N, C, C], per pair: [N]."""
+    with fp32_region():
+        return (_fp32(stat) - _fp32(target_gram)).pow(2).flatten(1).mean(1)
+
+
 def gram_loss(features: Tensor, target_gram: Tensor) -> Tensor:
     """Mean squared difference between the Gram of `features` and a target Gram [N, C, C], per pair: [N]."""
-    with fp32_region():
-        return (gram(features) - target_gram.float()).pow(2).flatten(1).mean(1)
+    return gram_compare(gram(features), target_gram)
 
 
 def mean_std(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
@@ -80,11 +92,15 @@ def mean_std(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
         return f.mean(2), (f.var(2, unbiased=False) + eps).sqrt()
 
 
+def mean_std_compare(stat: tuple[Tensor, Tensor], target: tuple[Tensor, Tensor]) -> Tensor:
+    with fp32_region():
+        mu, sd = stat
+        return (mu - target[0]).pow(2).mean(1) + (sd - target[1]).pow(2).mean(1)
+
+
 def mean_std_loss(features: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
     """Squared error of per-channel mean and std (what AdaIN matches; Huang & Belongie 2017), per pair: [N]."""
-    with fp32_region():
-        mu, sd = mean_std(features)
-        return (mu - target[0]).pow(2).mean(1) + (sd - target[1]).pow(2).mean(1)
+    return mean_std_compare(mean_std(features), target)
 
 
 def gaussian_fit(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
@@ -98,11 +114,32 @@ def gaussian_fit(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
         return mu, cov + eps * torch.eye(c, device=f.device)
 
 
+def wasserstein_of_fit(fit: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, covariance, sqrt(covariance)) of a Gaussian fit: the target `wasserstein_compare` needs."""
+    mu, cov = fit
+    with fp32_region():
+        return mu, cov, sym_matrix_power(cov.double(), 0.5, floor=1e-8).to(cov.dtype)
+
+
 def wasserstein_target(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Precompute (mean, covariance, sqrt(covariance)) of the style features for `wasserstein_loss`."""
-    mu, cov = gaussian_fit(features)
+    return wasserstein_of_fit(gaussian_fit(features))
+
+
+def wasserstein_compare(fit: tuple[Tensor, Tensor], target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Squared 2-Wasserstein distance between a Gaussian fit (mean, covariance) and the style's, over C: [N]."""
+    mu_t, cov_t, sqrt_t = target
+    mu, cov = fit
     with fp32_region():
-        return mu, cov, sym_matrix_power(cov.double(), 0.5, floor=1e-8).float()
+        mu, cov = _fp32(mu), _fp32(cov)
+        c = cov.shape[-1]
+        mean_term = (mu - mu_t).pow(2).sum(1)
+        # tr(M^½) is the sum of the square roots of M's eigenvalues. Through the eigenvalues alone, the gradient is
+        # V f'(Λ) Vᵀ, free of the 1/(λi − λj) of the eigenvectors' backward, which is 0·inf = NaN when a map has
+        # several dead channels (equal eigenvalues).
+        cross = torch.linalg.eigvalsh(sqrt_t @ cov @ sqrt_t).clamp_min(1e-8).sqrt().sum(-1)
+        cov_term = cov.diagonal(dim1=-2, dim2=-1).sum(-1) + cov_t.diagonal(dim1=-2, dim2=-1).sum(-1) - 2 * cross
+        return (mean_term + cov_term.clamp_min(0)) / c
 
 
 def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -110,22 +147,54 @@ def wasserstein_loss(features: Tensor, target: tuple[Tensor, Tensor, Tensor]) ->
 
     W2² = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₂^½ Σ₁ Σ₂^½)^½),
     the Gaussian closed form (e.g. Kolkin et al. 2019 and crowsonkb/style-transfer-pytorch use this family of
-    losses). Divided by C so its scale matches the other per-channel-averaged losses. The matrix square root goes
-    through `eigh`, whose gradient is stable as long as eigenvalues are distinct; the covariance carries a small ridge
-    (eps·I) for that reason.
+    losses). Divided by C so its scale matches the other per-channel-averaged losses. The matrix square root
+    goes through the eigenvalues only (`eigvalsh`); the covariance carries a small ridge (eps·I). With rank-deficient
+    covariances (fewer positions than channels, dead channels) the square root near 0 makes the loss ill-conditioned:
+    float rounding of the statistics then moves the gradient by up to a few per cent.
     """
-    mu_t, cov_t, sqrt_t = target
-    mu, cov = gaussian_fit(features)
+    return wasserstein_compare(gaussian_fit(features), target)
+
+
+# ------------------------------------------------------------------------------- statistics as sums (tiled steps)
+# Every statistic above is a function of sums over positions, so a picture cut into tiles gets the whole picture's
+# statistic by adding the tiles' sums. `*_sums` give a map's sums in float32 ([N, …] each); `*_of_sums` turn sums
+# over `count` positions back into the statistic (in the sums' dtype: the objective adds them in float64, because
+# E[f²] − E[f]² cancels digits that float32 does not have).
+
+
+def gram_sums(features: Tensor) -> tuple[Tensor]:
     with fp32_region():
-        c = cov.shape[-1]
-        mean_term = (mu - mu_t).pow(2).sum(1)
-        cross = sym_matrix_power(sqrt_t @ cov @ sqrt_t, 0.5, floor=1e-8)
-        cov_term = (
-            cov.diagonal(dim1=-2, dim2=-1).sum(-1)
-            + cov_t.diagonal(dim1=-2, dim2=-1).sum(-1)
-            - 2 * cross.diagonal(dim1=-2, dim2=-1).sum(-1)
-        )
-        return (mean_term + cov_term.clamp_min(0)) / c
+        n, c = features.shape[:2]
+        f = _fp32(features).reshape(n, c, -1)
+        return (torch.bmm(f, f.transpose(1, 2)),)
+
+
+def gram_of_sums(sums: tuple[Tensor], count: int) -> Tensor:
+    return sums[0] / (sums[0].shape[-1] * count)
+
+
+def moment_sums(features: Tensor) -> tuple[Tensor, Tensor]:
+    with fp32_region():
+        f = _fp32(features).flatten(2)
+        return f.sum(2), f.pow(2).sum(2)
+
+
+def mean_std_of_sums(sums: tuple[Tensor, Tensor], count: int, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    mu = sums[0] / count
+    return mu, (sums[1] / count - mu.pow(2)).clamp_min(0).add(eps).sqrt()
+
+
+def fit_sums(features: Tensor) -> tuple[Tensor, Tensor]:
+    with fp32_region():
+        n, c = features.shape[:2]
+        f = _fp32(features).reshape(n, c, -1)
+        return f.sum(2), torch.bmm(f, f.transpose(1, 2))
+
+
+def fit_of_sums(sums: tuple[Tensor, Tensor], count: int, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    mu = sums[0] / count
+    cov = sums[1] / count - mu.unsqueeze(2) * mu.unsqueeze(1)
+    return mu, cov + eps * torch.eye(mu.shape[1], device=mu.device, dtype=mu.dtype)
 
 
 def gram_scale(target: Tensor) -> Tensor:
@@ -143,24 +212,62 @@ def wasserstein_scale(target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     return (mu.pow(2).sum(1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1)) / mu.shape[1]
 
 
+def _same(stat: Any) -> Any:
+    return stat
+
+
 @dataclass(frozen=True)
 class StyleLoss:
-    """One kind of style loss: the statistics of the painting, the loss against them, and their size.
+    """One kind of style loss: the statistic of a feature map, the loss against the painting's, and its size.
 
-    `target(features)` -> statistics (a tensor or tuple of tensors with a leading pair dimension);
-    `loss(features, target)` -> [N]; `scale(target)` -> [N], the denominator of the relative loss.
+    `stat(features)` -> the statistic (a tensor or tuple of tensors with a leading pair dimension);
+    `compare(stat, target)` -> [N]; `target_of(stat)` -> what `compare` takes as the painting's side;
+    `scale(target)` -> [N], the denominator of the relative loss; `sums(features)` and `of_sums(sums, count)`: the
+    statistic as sums over positions, for tiled steps.
     """
 
-    target: Callable[[Tensor], Any]
-    loss: Callable[[Tensor, Any], Tensor]
+    stat: Callable[[Tensor], Any]
+    compare: Callable[[Any, Any], Tensor]
     scale: Callable[[Any], Tensor]
+    sums: Callable[[Tensor], tuple[Tensor, ...]]
+    of_sums: Callable[[tuple[Tensor, ...], int], Any]
+    target_of: Callable[[Any], Any] = _same
+
+    def target(self, features: Tensor) -> Any:
+        """The painting's statistics, as `loss` takes them."""
+        return self.target_of(self.stat(features))
+
+    def loss(self, features: Tensor, target: Any) -> Tensor:
+        """[N]: the loss of `features` against `target`."""
+        return self.compare(self.stat(features), target)
 
 
 STYLE_LOSSES: dict[str, StyleLoss] = {
-    "gram": StyleLoss(gram, gram_loss, gram_scale),
-    "mean_std": StyleLoss(mean_std, mean_std_loss, mean_std_scale),
-    "wasserstein": StyleLoss(wasserstein_target, wasserstein_loss, wasserstein_scale),
+    "gram": StyleLoss(gram, gram_compare, gram_scale, gram_sums, gram_of_sums),
+    "mean_std": StyleLoss(mean_std, mean_std_compare, mean_std_scale, moment_sums, mean_std_of_sums),
+    "wasserstein": StyleLoss(
+        gaussian_fit, wasserstein_compare, wasserstein_scale, fit_sums, fit_of_sums, wasserstein_of_fit
+    ),
 }
+
+
+def variation_sums(image: Tensor, rows: slice, cols: slice) -> tuple[Tensor, Tensor]:
+    """Sums of squared differences between the pixels of rows x cols and their lower / right neighbours, per
+    image: ([N], [N]). A pixel without that neighbour in `image` (the last row or column) adds nothing."""
+    with fp32_region():
+        x = _fp32(image)
+        h, w = x.shape[-2:]
+        r0, r1, _ = rows.indices(h)
+        c0, c1, _ = cols.indices(w)
+        down = x[:, :, r0 + 1 : min(r1, h - 1) + 1, c0:c1] - x[:, :, r0 : min(r1, h - 1), c0:c1]
+        right = x[:, :, r0:r1, c0 + 1 : min(c1, w - 1) + 1] - x[:, :, r0:r1, c0 : min(c1, w - 1)]
+        return down.pow(2).flatten(1).sum(1), right.pow(2).flatten(1).sum(1)
+
+
+def variation_of_sums(down: Tensor, right: Tensor, size: tuple[int, int]) -> Tensor:
+    """`total_variation` of an image of `size` from its `variation_sums` over the whole image."""
+    h, w = size
+    return down / (3 * (h - 1) * w) + right / (3 * h * (w - 1))
 
 
 def total_variation(image: Tensor) -> Tensor:

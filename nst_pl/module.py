@@ -10,6 +10,7 @@ optimiser and its guards, iterate averaging, colour post-processing and checkpoi
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -23,6 +24,7 @@ from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
 from nst_pl.image_io import load_image
+from nst_pl.memory import check_memory
 from nst_pl.objective import DEFAULT_STYLE_LAYERS, Objective
 from nst_pl.resume import NST_KEY, class_name, reapply_optimizer_options
 
@@ -51,6 +53,7 @@ class StyleTransfer(pl.LightningModule):
         init: str = "content",
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
+        tile_size: int | None = None,
         ema_decay: float | None = 0.9,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
         style_strength: float = 1.0,
@@ -82,6 +85,10 @@ class StyleTransfer(pl.LightningModule):
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
+            tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
+                (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
+                whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
+                shared out over the ranks.
             ema_decay: If set (default 0.9), the output is a bias-corrected exponential moving average of the
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
@@ -115,6 +122,7 @@ class StyleTransfer(pl.LightningModule):
             relative_losses,
             scales,
             scale_steps,
+            tile_size,
         )
         if not (0.0 <= style_strength <= 2.0):
             raise ConfigError(
@@ -139,6 +147,10 @@ class StyleTransfer(pl.LightningModule):
             raise ConfigError("StyleTransfer needs a PairDataModule (the `data:` section of the config)")
         self.pair_images = dm.images
         self.objective.bind(self.pair_images, self.trainer.max_steps)
+        # Before the first step: a step that cannot fit fails now, with a tile size that fits (memory.py).
+        line = check_memory(self.objective, self.pair_images, self.trainer.strategy.root_device)
+        if line and self.trainer.is_global_zero:
+            sys.stderr.write(f"nst-pl: memory: {line}\n")
         if self.image.shape != self.pair_images.content.shape:
             with torch.no_grad():
                 self.image = nn.Parameter(self._initial_image())
@@ -166,18 +178,35 @@ class StyleTransfer(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         idx = batch.to(self.image.device)
         world = self.trainer.world_size
+        if world > 1 and self.objective.tiled(self.global_step):
+            # Tiles, not pairs, are shared out: every rank takes all pairs and every world-th tile, the sums are
+            # all-reduced inside the objective, and every rank's terms are the whole loss. DDP averages the
+            # gradients of the ranks' tiles, hence the factor `world`; the logged terms are divided by it because
+            # _log_terms adds the ranks' values up.
+            idx = torch.arange(len(self.pair_images.names), device=self.image.device)
+            terms = self.objective(
+                self._images(idx), idx, self.global_step, (self.global_rank, world), torch.distributed.all_reduce
+            )
+            self._log_terms({k: v.detach() / world for k, v in terms.items()})
+            return terms["total"].sum() * world
         if idx.numel() == 0:
             # A rank without pairs (more ranks than pairs) still takes part in DDP's gradient all-reduce, with a
             # zero gradient, and in the all-reduce of the logged values.
             zero = self.image.sum() * 0.0
             self._log_terms({k: zero.detach()[None] for k in self.objective.term_names()})
             return zero
-        terms = self.objective(self.image[idx], idx, self.global_step)
+        terms = self.objective(self._images(idx), idx, self.global_step)
         # Sum over pairs: each image gets exactly its own gradient. DDP averages gradients over ranks, and each
         # image lives on one rank only, so multiply by the world size to undo the average.
         loss = terms["total"].sum() * world
         self._log_terms(terms)
         return loss
+
+    def _images(self, idx: Tensor) -> Tensor:
+        # All pairs in order (one process, or tiles): the parameter itself, not an indexed copy of a print-size image.
+        if len(idx) == len(self.image) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+            return self.image
+        return self.image[idx]
 
     def _log_terms(self, terms: dict[str, Tensor]) -> None:
         # One all-reduce for every scalar (instead of one per `self.log(sync_dist=True)` call): sums over pairs,

@@ -6,9 +6,9 @@ the checkpoint's hyper-parameters over the command line; nst-pl does not (`NSTCL
 `config.yaml` is what actually ran.
 
 - Options that may change on resume (applied, and listed in one warning line): the loss weights, the style-loss kind,
-  `relative_losses`, the coarse-to-fine schedule, `ema_decay` (the average so far is carried over), colour
-  preservation, the optimiser's hyper-parameters such as its learning rate, and everything under `trainer`,
-  `image_logger` and `checkpoint` (e.g. a larger `trainer.max_steps`).
+  `relative_losses`, the coarse-to-fine schedule, `tile_size` (same loss and gradient, other memory), `ema_decay`
+  (the average so far is carried over), colour preservation, the optimiser's hyper-parameters such as its learning
+  rate, and everything under `trainer`, `image_logger` and `checkpoint` (e.g. a larger `trainer.max_steps`).
 - Options that cannot change (refused in one paragraph that names each with both values): the image shape and the
   pairs (`data.content`, `data.style`, `data.pairing`, `data.style_blend`, `data.image_size`), the feature space
   (`model.extractor`, `model.content_layers`, `model.style_layers`) and the optimiser's class.

@@ -116,6 +116,17 @@ class LossRecorder(pl.Callback):
         self.values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
+class StopAt(pl.Callback):
+    """Ends the run after `step` steps although max_steps is larger (an interrupted run)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), **trainer_kw):
     """A seeded StyleTransfer on an untrained VGG16 with SHALLOW layers, fitted on 48 px images by `tiny_trainer`."""
     from nst_pl.data import PairDataModule

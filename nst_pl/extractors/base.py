@@ -13,11 +13,13 @@ import math
 import os
 import pickle
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import torch
+import torch.fx
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
@@ -36,6 +38,30 @@ NORMALIZATIONS = {
     "caffe": (CAFFE_MEAN, CAFFE_STD),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a feature position looks along one axis: position o of the map depends on input pixels
+    o·stride + lo … o·stride + hi (both ends included; pixels outside the image are the convolutions' padding)."""
+
+    stride: int = 1
+    lo: int = 0
+    hi: int = 0
+
+    def then(self, kernel: int, stride: int, padding: int, dilation: int = 1) -> Reach:
+        """The reach after a sliding window (convolution or pooling) applied to this map."""
+        return Reach(
+            self.stride * stride,
+            self.lo - padding * self.stride,
+            self.hi + (dilation * (kernel - 1) - padding) * self.stride,
+        )
+
+    def union(self, other: Reach) -> Reach:
+        """The reach of a sum of two maps (a residual connection)."""
+        if other.stride != self.stride:
+            raise ValueError(f"branches with strides {self.stride} and {other.stride} cannot be added")
+        return Reach(self.stride, min(self.lo, other.lo), max(self.hi, other.hi))
 
 
 def swag(features: Tensor, temperature: float = 1.0) -> Tensor:
@@ -127,6 +153,8 @@ class FeatureExtractor(nn.Module):
         self.smoothing = self._resolve_smoothing(smoothing)
 
         self._min_sides: dict[int, int] = {}  # deepest stage -> smallest input side, computed on first use
+        self._reach: list[tuple[Reach, Reach]] | None = None  # per stage, (rows, columns); computed on first use
+        self._meta: nn.ModuleList | None = None
         self.requires_grad_(False)
         self.eval()
 
@@ -165,6 +193,54 @@ class FeatureExtractor(nn.Module):
         if last not in self._min_sides:
             self._min_sides[last] = self._min_side_for(last)
         return self._min_sides[last]
+
+    def reach(self, layers: Iterable[str]) -> dict[str, tuple[Reach, Reach]]:
+        """Each layer's (rows, columns) `Reach`: its total stride and the input pixels one position depends on.
+
+        Read from the network's structure, stage by stage (torch.fx for stages with branches, such as ResNet's
+        blocks), not from a table: tiled steps (objective.py) size their halos and align their tiles with it.
+        """
+        if self._reach is None:
+            rows = cols = Reach()
+            self._reach = []
+            for stage in self.stages:
+                rows, cols = _reach_through(stage, rows, 0), _reach_through(stage, cols, 1)
+                self._reach.append((rows, cols))
+        names = self._sorted(layers)
+        return {n: self._reach[self._tap_stage[n]] for n in names}
+
+    def feature_shapes(self, size: tuple[int, int], layers: Iterable[str]) -> dict[str, tuple[int, int, int]]:
+        """(channels, h, w) of each layer's map for an input of `size` = (h, w), from a run on meta tensors."""
+        names = self._sorted(layers)
+        wanted = {self._tap_stage[n]: n for n in names}
+        x = torch.empty(1, 3, *size, device="meta")
+        out: dict[int, tuple[int, int, int]] = {}
+        for i, stage in enumerate(self._meta_stages()[: self._last_stage(names) + 1]):
+            x = stage(x)
+            if i in wanted:
+                out[i] = tuple(x.shape[1:])
+        return {n: out[self._tap_stage[n]] for n in names}
+
+    def activation_bytes(self, size: tuple[int, int], layers: Iterable[str]) -> tuple[int, int]:
+        """For a float32 input of `size` (batch 1) run up to the deepest of `layers`: the bytes that autograd keeps
+        for the backward (activations, max-pooling indices; not the weights), and the largest stage output. From a
+        run on meta tensors, for memory estimates."""
+        stages = self._meta_stages()[: self._last_stage(self._sorted(layers)) + 1]
+        weights = {id(p) for p in stages.parameters()}
+        saved: dict[int, Tensor] = {}  # by identity: a ReLU's output is saved by the ReLU and by the next conv
+
+        def pack(t: Tensor) -> Tensor:
+            if id(t) not in weights:
+                saved[id(t)] = t
+            return t
+
+        largest = 0
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            x = torch.empty(1, 3, *size, device="meta", requires_grad=True)
+            for stage in stages:
+                x = stage(x)
+                largest = max(largest, x.numel() * x.element_size())
+        return sum(t.numel() * t.element_size() for t in saved.values()), largest
 
     def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
         """Features of `x` at the taps `layers`.
@@ -237,16 +313,26 @@ class FeatureExtractor(nn.Module):
     def _last_stage(self, sorted_names: list[str]) -> int:
         return self._tap_stage[sorted_names[-1]]
 
-    def _min_side_for(self, last_stage: int) -> int:
+    def _meta_stages(self) -> nn.ModuleList:
         # Shapes come from the network itself, run on meta tensors (no arithmetic), so every kind of layer counts.
         # The copy swaps every weight for a meta tensor, so it costs no memory.
-        stages = self.stages[: last_stage + 1]
-        tensors = [*stages.parameters(), *stages.buffers()]
-        memo = {id(t): torch.empty_like(t, device="meta") for t in tensors}
-        stages = copy.deepcopy(stages, memo)
-        for m in stages.modules():  # hooks that users put on the real network must not see these runs
-            m._forward_hooks.clear()
-            m._forward_pre_hooks.clear()
+        if self._meta is None:
+            tensors = [*self.stages.parameters(), *self.stages.buffers()]
+            # float32 whatever the network's dtype: the probes below run float32 meta tensors.
+            memo = {
+                id(t): torch.empty_like(t, device="meta", dtype=torch.float32 if t.is_floating_point() else t.dtype)
+                for t in tensors
+            }
+            stages = copy.deepcopy(self.stages, memo)
+            for m in stages.modules():  # hooks that users put on the real network must not see these runs
+                m._forward_hooks.clear()
+                m._forward_pre_hooks.clear()
+            # A plain attribute, not a submodule: it must stay out of state_dict, .to() and the module tree.
+            object.__setattr__(self, "_meta", stages)
+        return self._meta
+
+    def _min_side_for(self, last_stage: int) -> int:
+        stages = self._meta_stages()[: last_stage + 1]
 
         def fits(side: int) -> bool:
             x = torch.empty(1, 3, side, side, device="meta")
@@ -462,6 +548,46 @@ def looks_like_caffe_vgg16(trunk: nn.Module) -> bool:
     mine = conv.weight.detach()[:8].float().sum(1).flatten()
     ref = torch.tensor(_CAFFE_VGG16_CONV1)
     return bool(torch.nn.functional.cosine_similarity(mine, ref, dim=0) > 0.9)
+
+
+def _pair(value, axis: int) -> int:
+    return value[axis] if isinstance(value, (tuple, list)) else value
+
+
+def _reach_through(module: nn.Module, reach: Reach, axis: int) -> Reach:
+    """`reach` after `module`: a sliding window (anything with kernel_size and stride: convolutions, pooling)
+    widens it; a sequence composes; a module with branches is traced with torch.fx and its branches are joined
+    where they meet; any other leaf (ReLU, BatchNorm, …) acts on each position alone."""
+    if hasattr(module, "kernel_size") and hasattr(module, "stride"):
+        kernel, stride = _pair(module.kernel_size, axis), _pair(module.stride or module.kernel_size, axis)
+        dilation = _pair(getattr(module, "dilation", 1), axis)
+        padding = getattr(module, "padding", 0)
+        if isinstance(padding, str):  # Conv2d's "valid" / "same" (stride 1)
+            padding = 0 if padding == "valid" else dilation * (kernel - 1) // 2
+        return reach.then(kernel, stride, _pair(padding, axis), dilation)
+    children = list(module.children())
+    if not children:
+        return reach
+    if isinstance(module, nn.Sequential):
+        for child in children:
+            reach = _reach_through(child, reach, axis)
+        return reach
+    graph = torch.fx.symbolic_trace(module).graph
+    at: dict[torch.fx.Node, Reach] = {}
+    for node in graph.nodes:
+        inputs = [at[a] for a in node.all_input_nodes if a in at]
+        if node.op == "placeholder":
+            at[node] = reach
+        elif node.op == "output":
+            return inputs[0]
+        elif inputs:
+            joined = inputs[0]
+            for other in inputs[1:]:
+                joined = joined.union(other)
+            at[node] = (
+                _reach_through(module.get_submodule(node.target), joined, axis) if node.op == "call_module" else joined
+            )
+    raise ValueError(f"{type(module).__name__}: no output found when tracing it")
 
 
 def _few(items: list[str], n: int = 5) -> str:

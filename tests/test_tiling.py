@@ -1,0 +1,252 @@
+"""Print size (issue 12): tiled steps give the untiled loss and gradient; tiles own every feature position once.
+
+Tiny pictures (64 x 80 px) with tiles of 32-50 px, so that every picture is cut into 4-9 tiles whose halos overlap;
+random weights: exactness does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SHALLOW, StopAt, assert_clear_error, cli_fit_args, fit, run_cli, tiny_trainer
+
+import nst_pl.memory as memory
+from nst_pl.callbacks import LastCheckpoint
+from nst_pl.data import PairDataModule, PairImages
+from nst_pl.errors import ConfigError
+from nst_pl.extractors import VGG16, VGG19, ResNet50
+from nst_pl.module import StyleTransfer
+from nst_pl.objective import Objective
+from nst_pl.tiling import grid_step, plan_tiles
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+H, W = 64, 80
+# A pooled content layer and style layers at strides 1, 2 and 4: tiles must align with every grid.
+LAYERS = dict(content_layers=["relu2_2"], style_layers=["relu1_1", "relu2_1", "relu3_1"])
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    torch.manual_seed(0)
+    return VGG16(weights=None)
+
+
+def _pairs(k: int = 1, dtype=torch.float32) -> PairImages:
+    """Two pairs on one canvas (the second photo is padded: its real size is smaller), with k styles each."""
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(2, 3, H, W, generator=g, dtype=dtype)
+    styles = [[torch.rand(3, 48 + 4 * i, 60 - 6 * j, generator=g, dtype=dtype) for i in range(k)] for j in range(2)]
+    blend = torch.tensor([[0.7, 0.3], [0.4, 0.6]])[:, :k] if k == 2 else torch.ones(2, 1)
+    return PairImages(content, styles, blend, ["a", "b"], [(H, W), (50, W)])
+
+
+def _step(extractor, tile_size, dtype=torch.float32, k=1, autocast=False, **kw):
+    """The terms and the image's gradient of one evaluation at a fixed random picture."""
+    objective = Objective(extractor, **{**LAYERS, "tv_weight": 0.5, **kw}, tile_size=tile_size)
+    objective.bind(_pairs(k, dtype))
+    image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1), dtype=dtype).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        terms = objective(image, torch.arange(2), 0)
+        terms["total"].sum().backward()
+    return {k: v.detach() for k, v in terms.items()}, image.grad, objective
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def test_reach_is_read_from_the_network():
+    """VGG19 to relu5_1 looks 156 px wide (70 back, 85 ahead) at stride 16; ResNet-50's layer4 427 px at 32
+    (its residual branches joined by torch.fx)."""
+    rows, cols = VGG19(weights=None).reach(["relu5_1"])["relu5_1"]
+    assert rows == cols and (rows.stride, rows.lo, rows.hi) == (16, -70, 85)
+    layer4 = ResNet50(weights=None).reach(["layer4"])["layer4"][0]
+    assert (layer4.stride, layer4.hi - layer4.lo + 1) == (32, 427)
+
+
+@pytest.mark.parametrize("size, tile", [((64, 80), 32), ((61, 97), 36), ((200, 45), 50)])
+def test_tiles_own_every_feature_position_once(vgg, size, tile):
+    layers = [*LAYERS["content_layers"], *LAYERS["style_layers"]]
+    reach, shapes = vgg.reach(layers), vgg.feature_shapes(size, layers)
+    tiles = plan_tiles(size, tile, reach, shapes)
+    assert len(tiles) > 1
+    step = grid_step(reach)
+    for layer in layers:
+        count = torch.zeros(shapes[layer][1:], dtype=torch.long)
+        for t in tiles:
+            count[t.whole(layer)] += 1
+            assert t.rows.start % step == 0 and t.cols.start % step == 0  # on every layer's grid
+            assert t.rows.core_stop - t.rows.core_start <= tile + step  # cores about tile_size
+        assert (count == 1).all(), layer
+
+
+# ------------------------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("style_loss", ["gram", "mean_std"])
+@pytest.mark.parametrize("tile", [32, 36])  # 32 divides 64 x 80, 36 divides neither side
+def test_tiled_gradient_equals_untiled(vgg, style_loss, tile):
+    """Content, style (relative, per-layer weights) and TV over two pairs on a padded canvas: same loss terms and
+    gradient to float rounding."""
+    kw = dict(style_loss=style_loss, style_layer_weights=[1.0, 2.0, 0.5])
+    ref_terms, ref, _ = _step(vgg, None, **kw)
+    terms, grad, objective = _step(vgg, tile, **kw)
+    assert len(objective.tiles((H, W))) >= 4
+    assert _rel(grad, ref) < 1e-4
+    for key, value in ref_terms.items():
+        torch.testing.assert_close(terms[key], value, rtol=1e-5, atol=1e-9, msg=key)
+
+
+def test_tiled_gradient_with_blended_styles_absolute_losses_and_no_content(vgg):
+    kw = dict(content_layers=[], relative_losses=False, k=2)
+    ref_terms, ref, _ = _step(vgg, None, **kw)
+    terms, grad, _ = _step(vgg, 40, **kw)
+    assert _rel(grad, ref) < 1e-4
+    torch.testing.assert_close(terms["total"], ref_terms["total"], rtol=1e-5, atol=0)
+
+
+def test_wasserstein_tiled_gradient_is_exact_in_float64_and_as_close_as_rounding_allows_in_float32():
+    """The Gaussian W2 loss is ill-conditioned when covariances are nearly singular (random weights, dead
+    channels): float32 rounding of the statistics alone moves its gradient by ~1e-3. In float64 the tiled
+    gradient is the untiled one; in float32 it is as close to the float64 gradient as the untiled float32 one."""
+    torch.manual_seed(0)
+    net = VGG16(weights=None).double()
+    kw = dict(style_loss="wasserstein")
+    _, exact, _ = _step(net, None, torch.float64, **kw)
+    _, tiled64, _ = _step(net, 32, torch.float64, **kw)
+    assert _rel(tiled64, exact) < 1e-8
+    net.float()
+    _, untiled32, _ = _step(net, None, **kw)
+    _, tiled32, _ = _step(net, 32, **kw)
+    assert _rel(tiled32, exact) < 2 * _rel(untiled32, exact) + 1e-5
+
+
+def test_bf16_autocast_tiled_gradient_matches_untiled(vgg):
+    """Under bf16 autocast the features are bf16 and the statistics float32 in both: the gradients agree to the
+    precision of bf16 activations."""
+    kw = dict(content_layers=["relu1_1"], style_layers=["relu1_1"])  # bf16 convolutions: ~5 s to relu2_1 on CPU
+    _, ref, _ = _step(vgg, None, autocast=True, **kw)
+    _, grad, _ = _step(vgg, 36, autocast=True, **kw)
+    _, fp32, _ = _step(vgg, None, **kw)
+    assert _rel(grad, ref) < 2e-2
+    assert torch.nn.functional.cosine_similarity(grad.flatten(), fp32.flatten(), dim=0) > 0.99
+
+
+def test_evaluating_without_grad_gives_the_loss(vgg):
+    ref_terms, _, objective = _step(vgg, None)
+    objective = Objective(vgg, **LAYERS, tv_weight=0.5, tile_size=32)
+    objective.bind(_pairs())
+    image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        terms = objective(image, torch.arange(2), 0)
+    torch.testing.assert_close(terms["total"], ref_terms["total"], rtol=1e-5, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ options
+def test_coarse_phases_smaller_than_a_tile_are_not_tiled(vgg):
+    objective = Objective(vgg, **LAYERS, scales=[40], scale_steps=[3], tile_size=48)
+    objective.bind(_pairs(), max_steps=10)
+    assert [objective.tiled(s) for s in (0, 2, 3, 9)] == [False, False, True, True]
+
+
+@pytest.mark.parametrize("tile", [8, 0, 40.5])
+def test_a_tile_size_below_the_networks_stride_is_a_clear_error(vgg, tile):
+    with pytest.raises(ConfigError, match="model.tile_size must be a whole number of pixels of at least 16"):
+        Objective(vgg, content_layers=[], style_layers=["relu5_1"], tile_size=tile)
+
+
+def test_tiles_refuse_activation_smoothing():
+    with pytest.raises(ConfigError, match="smoothing"):
+        Objective(VGG16(weights=None, smoothing=1.0), **LAYERS, tile_size=64)
+
+
+# ------------------------------------------------------------------------------------------ module and CLI
+def _sgd(params):
+    # SGD, not Adam: Adam turns the ~1e-8 rounding of near-zero gradients into lr-sized steps (see test_scale.py).
+    return torch.optim.SGD(params, lr=20.0)
+
+
+def test_fit_with_tiles_gives_the_untiled_picture_across_coarse_to_fine(tmp_path, pair_dirs, capsys):
+    """scales [32] (one tile: untiled) for 2 steps, then 48 px in 2 x 2 tiles, EMA on: the same images."""
+    kw = dict(scales=[32], scale_steps=[2], optimizer=_sgd)
+    plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=4, model_kw=kw)
+    tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=4, model_kw={**kw, "tile_size": 32})
+    assert "nst-pl: memory: a 48x40 px step needs about" in capsys.readouterr().err  # said at start, with tiles
+    assert [tiled.objective.tiled(s) for s in (1, 2)] == [False, True]
+    assert (plain.image - plain.pair_images.content).abs().mean() > 1e-3  # the picture moved
+    torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tiled.image_ema, plain.image_ema, atol=1e-5, rtol=0)
+
+
+def test_lbfgs_with_tiles_gives_the_untiled_picture(tmp_path, pair_dirs):
+    def lbfgs(params):
+        return torch.optim.LBFGS(params, lr=0.5, max_iter=1, history_size=5)
+
+    plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=3, model_kw=dict(optimizer=lbfgs))
+    tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=3, model_kw=dict(optimizer=lbfgs, tile_size=24))
+    assert (plain.image - plain.pair_images.content).abs().mean() > 1e-4
+    torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
+
+
+def test_resume_in_the_middle_of_a_tiled_phase_is_exact(tmp_path, pair_dirs):
+    """Stop at step 3 of 6 (tiled from step 2 on), resume from last.ckpt: images, EMA and Adam state bitwise."""
+    model_kw = dict(scales=[32], scale_steps=[2], ema_decay=0.8, tile_size=32)
+
+    def run(root, callbacks=(), ckpt_path=None):
+        torch.manual_seed(0)
+        model = StyleTransfer(VGG16(weights=None), **SHALLOW, **model_kw)
+        data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
+        ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
+        trainer = tiny_trainer(root, max_steps=6, callbacks=[ckpt, *callbacks], enable_checkpointing=True)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return ckpt.last_model_path
+
+    full = torch.load(run(tmp_path / "full"), weights_only=False)
+    half = run(tmp_path / "half", callbacks=[StopAt(3)])
+    assert torch.load(half, weights_only=False)["global_step"] == 3
+    resumed = torch.load(run(tmp_path / "resumed", ckpt_path=half), weights_only=False)
+    assert full["global_step"] == resumed["global_step"] == 6
+    for key in full["state_dict"]:
+        assert torch.equal(full["state_dict"][key], resumed["state_dict"][key]), key
+    for key, value in full["optimizer_states"][0]["state"][0].items():
+        assert torch.equal(value, resumed["optimizer_states"][0]["state"][0][key]), key
+
+
+def test_cli_takes_model_tile_size(tmp_path, pair_dirs, capsys):
+    """The option reaches the objective from the command line (a successful tiled fit is tested above)."""
+    code, err = run_cli(cli_fit_args(*pair_dirs, tmp_path / "out", 2, "--model.tile_size", "1"), capsys)
+    assert_clear_error(code, err, "model.tile_size", "at least 2")
+    assert not (tmp_path / "out").exists()  # refused before the run's folder was written
+
+
+# ------------------------------------------------------------------------------------------------- memory
+def _canvas(h: int, w: int) -> PairImages:
+    # Expanded views: the estimate reads shapes only, so a print-size canvas costs no memory here.
+    return PairImages(torch.zeros(1).expand(1, 3, h, w), [[torch.zeros(3, 8, 8)]], torch.ones(1, 1), ["a"], [(h, w)])
+
+
+def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
+    objective = Objective(VGG19(weights=None), ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    small, large = (memory.step_bytes(objective, _canvas(s * 3 // 4, s), None) for s in (1024, 2048))
+    assert 3.5 < large / small < 4.5  # activations are proportional to the pixel count
+    tiled = [memory.step_bytes(objective, _canvas(3072, 4096), t) for t in (1024, 512)]
+    assert tiled[1] < tiled[0] < large  # a 4096 px picture in tiles costs less than 2048 px whole
+
+
+def test_a_step_that_cannot_fit_is_refused_with_a_tile_size_that_fits(monkeypatch):
+    objective = Objective(VGG19(weights=None), ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    images = _canvas(1536, 2048)
+    free = 4 * memory.GIB
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (free, "available RAM"))
+    with pytest.raises(ConfigError, match="not enough memory: a 2048x1536 px step needs about") as err:
+        memory.check_memory(objective, images, torch.device("cpu"))
+    tile = int(str(err.value).split("model.tile_size ")[1].split()[0])
+    assert memory.step_bytes(objective, images, tile) <= 0.8 * free
+    objective.tile_size = tile
+    assert "tile(s) of" in memory.check_memory(objective, images, torch.device("cpu"))
+
+
+def test_fit_refuses_before_the_first_step_when_memory_is_short(tmp_path, pair_dirs, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (1000, "available RAM"))
+    with pytest.raises(ConfigError, match="lower data.image_size"):
+        fit(tmp_path, *pair_dirs, max_steps=1)
