@@ -233,6 +233,12 @@ class StyleTransfer(pl.LightningModule):
             opt = self.optimizer_factory([self.image])
         except ValueError as err:  # torch.optim's own checks ("Invalid learning rate: -1.0"): say where to fix it
             raise ConfigError(f"model.optimizer: {err}") from err
+        if self.objective.tile_size and str(self.trainer.precision) == "16-mixed":
+            # The gradient scaler scales the step's returned loss, not the per-tile backward passes inside it.
+            raise ConfigError(
+                "model.tile_size cannot run with trainer.precision 16-mixed (its gradient scaler does not reach the "
+                "per-tile backward passes): use bf16-mixed or 32-true"
+            )
         if isinstance(opt, torch.optim.LBFGS):
             group = opt.param_groups[0]
             if group["max_iter"] != 1:

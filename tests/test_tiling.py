@@ -161,6 +161,15 @@ def test_tiles_refuse_activation_smoothing():
 
 
 # ------------------------------------------------------------------------------------------ module and CLI
+def test_tiles_refuse_fp16_with_its_gradient_scaler(tmp_path, pair_dirs):
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    # On CPU, precision="16-mixed" silently becomes bf16-mixed: an explicit plugin keeps fp16 and its scaler.
+    fp16 = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ConfigError, match="tile_size .* 16-mixed"):
+        fit(tmp_path, *pair_dirs, max_steps=1, model_kw={**SHALLOW, "tile_size": 32}, plugins=[fp16])
+
+
 def _sgd(params):
     # SGD, not Adam: Adam turns the ~1e-8 rounding of near-zero gradients into lr-sized steps (see test_scale.py).
     return torch.optim.SGD(params, lr=20.0)
