@@ -159,7 +159,9 @@ class Background:
         self.thread.start()
 
     def _drive(self) -> None:
-        deadline = time.monotonic() + 240
+        # Generous: ~10 scenario processes start at once beside the module's own fits; on 2 busy cores their
+        # imports alone have taken minutes (a 240 s deadline killed two signalled runs on a loaded CI).
+        deadline = time.monotonic() + 540
         if self.sig is not None:
             while self.proc.poll() is None and time.monotonic() < deadline:
                 if list(self.root.rglob(self.ready)):
