@@ -123,6 +123,11 @@ main(args)
 """
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Background:
     """A `python -m nst_pl.cli` subprocess; a thread sends `sig` once `ready` exists, then collects the output.
 
@@ -150,6 +155,9 @@ class Background:
                 stderr=subprocess.PIPE,
                 text=True,
                 start_new_session=True,  # a Ctrl-C on the test terminal does not reach it
+                # A test runner started in the background (`cmd &`, nohup) ignores SIGINT / SIGHUP, and a child
+                # inherits ignored signals: give the scenarios the default dispositions a terminal run has.
+                preexec_fn=_default_signals,
             )
         if stdout == "closed":
             self.proc.stdout.close()
