@@ -6,7 +6,6 @@ Tiny images (32–64 px), random weights, a few steps each: the maths is the sam
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import REPO, SHALLOW, SHALLOW_CLI, StopAt, fit, make_image, tiny_trainer
+from conftest import REPO, SHALLOW, SHALLOW_CLI, StopAt, fit, make_image, subprocess_env, tiny_trainer
 from pytorch_lightning.plugins import MixedPrecision
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
@@ -225,19 +224,6 @@ def _ddp_args(root: Path, content: Path, style: Path, steps: int) -> list[str]:
     ]
 
 
-_RENDEZVOUS = {
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GROUP_RANK",
-    "LOCAL_WORLD_SIZE",
-    "TORCHELASTIC_RUN_ID",
-}
-
-
 def _run_dir(root: Path) -> Path:
     runs = list((root / "lightning_logs").iterdir())
     assert len(runs) == 1, runs  # one version folder: every rank resolved the same log_dir
@@ -259,14 +245,7 @@ def _losses(run: Path) -> list[float]:
 def _two_ranks(args: list[str]) -> subprocess.CompletedProcess:
     """`nst-pl fit` on 2 gloo CPU ranks through the real CLI: Lightning's launcher re-executes the command line for
     rank 1."""
-    # Without the rendezvous variables of this process: an in-process `strategy: ddp` run (tests/test_cli.py runs
-    # the ddp recipe on 1 device) leaves MASTER_PORT set and its store listening there, and the child would collide.
-    env = {k: v for k, v in os.environ.items() if k not in _RENDEZVOUS}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        OMP_NUM_THREADS="1",
-        PL_DISABLE_FORK="1",
-    )
+    env = subprocess_env()  # without this process's rendezvous variables (see conftest)
     proc = subprocess.run(
         [sys.executable, "-m", "nst_pl.cli", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--verbose"],
         cwd=REPO,
