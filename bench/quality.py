@@ -65,7 +65,15 @@ def vgg16() -> VGG16:
 
 def default_recipe(size: int) -> dict:
     model = yaml.safe_load((REPO / "nst_pl" / "configs" / "vgg19.yaml").read_text())["model"]
-    keep = ("content_weight", "style_weight", "relative_losses", "ema_decay", "scales", "scale_steps")
+    keep = (
+        "content_weight",
+        "style_weight",
+        "relative_losses",
+        "ema_decay",
+        "scales",
+        "scale_steps",
+        "coarse_lr_factor",
+    )
     recipe = {k: model[k] for k in keep if k in model}
     recipe["lr"] = model["optimizer"]["init_args"]["lr"]  # Adam, as the config's
     coarse = [(s, n) for s, n in zip(recipe.get("scales") or [], recipe.get("scale_steps") or []) if s < size]

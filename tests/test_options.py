@@ -73,6 +73,28 @@ def test_coarse_to_fine_validation(tmp_path, pair_dirs):
         StyleTransfer(VGG16(weights=None), scales=[128, 64], scale_steps=[1, 1])
 
 
+def test_coarse_lr_factor_scales_the_steps_of_the_coarse_phases_only(tmp_path, pair_dirs):
+    moves, lrs = [], []
+
+    class Spy(__import__("pytorch_lightning").Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = pl_module.image.detach().clone()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            moves.append(float((pl_module.image.detach() - self.before).abs().max()))
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    # Adam's first steps move every pixel with a non-zero gradient by the learning rate: 0.1 x 0.25, then 0.1.
+    adam = lambda p: torch.optim.Adam(p, lr=0.1)  # noqa: E731
+    kw = {"scales": [24], "scale_steps": [2], "coarse_lr_factor": 0.25, "optimizer": adam, "ema_decay": None}
+    fit(tmp_path, *pair_dirs, max_steps=4, callbacks=[Spy(), ImageLogger(every_n_steps=0)], model_kw=kw)
+    assert moves[0] == pytest.approx(0.025, rel=0.02) and moves[1] <= 0.0251, moves
+    assert moves[2] > 0.05 and moves[3] > 0.05, moves  # the full-size phase takes the configured lr again
+    assert lrs == [0.1] * 4  # the optimiser (and so its checkpoint) keeps the configured lr between steps
+    with pytest.raises(ValueError, match="coarse_lr_factor"):
+        StyleTransfer(VGG16(weights=None), coarse_lr_factor=0.0)
+
+
 def test_ema_output_differs_from_iterate_and_is_smoother(tmp_path, pair_dirs):
     model, *_ = fit(tmp_path, *pair_dirs, max_steps=15, model_kw={"ema_decay": 0.8})
     ema = model.output_images()[0]
