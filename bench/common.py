@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from nst_pl.data import PairImages
+from nst_pl.data import PairDataModule, PairImages
+from nst_pl.extractors import VGG19
 from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_STYLE_LAYERS
 from nst_pl.objective import Objective
 
@@ -60,6 +61,31 @@ class PlainLoop:
         with torch.no_grad():
             self.image.clamp_(0, 1)
         return loss.item()
+
+
+def plain_steps(content: Path, style: Path, size: int, steps: int, style_weight: float, lr: float, cpu=None, **data_kw):
+    """`steps` steps of the PlainLoop on an untrained VGG19, seeded, at long side `size`: (loop, images, wall
+    seconds of each step); the CPU seconds of each step go to `cpu` if given."""
+    torch.manual_seed(0)
+    data = PairDataModule(content=str(content), style=str(style), image_size=size, **data_kw)
+    data.setup()
+    loop = PlainLoop(
+        VGG19(weights=None),
+        data.images.content,
+        data.images.styles[0][0][None],
+        content_weight=1.0,
+        style_weight=style_weight,
+        lr=lr,
+        relative=True,
+    )
+    times = []
+    for _ in range(steps):
+        t, c = time.perf_counter(), time.process_time()
+        loop.step()
+        times.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.process_time() - c)
+    return loop, data.images, times
 
 
 def row_sheet(rows, path: Path, height: int = 256) -> None:

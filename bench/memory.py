@@ -45,7 +45,7 @@ def tile_for(size: int, tile: int) -> int:
 
 
 def worker(kind: str, size: int, tile: int, style_size: int) -> dict:
-    _, torch, _, _, PlainLoop, _, PairDataModule, VGG19, _ = scale._imports()
+    _, _, _, _, plain_steps, _, _, _, _ = scale._imports()
     import nst_pl.memory as memory
 
     base = scale._peak_mb()
@@ -53,25 +53,11 @@ def worker(kind: str, size: int, tile: int, style_size: int) -> dict:
     data_kw = {"style_size": min(size, style_size)}
     with tempfile.TemporaryDirectory() as root:
         if kind == "plain":
-            torch.manual_seed(0)
-            data = PairDataModule(content=str(scale.CONTENT), style=str(scale.STYLE), image_size=size, **data_kw)
-            data.setup()
-            loop = PlainLoop(
-                VGG19(weights=None),
-                data.images.content,
-                data.images.styles[0][0][None],
-                content_weight=1.0,
-                style_weight=3.0,
-                lr=0.007,
-                relative=True,
+            cpu = []
+            loop, images, times = plain_steps(
+                scale.CONTENT, scale.STYLE, size, steps, style_weight=3.0, lr=0.007, cpu=cpu, **data_kw
             )
-            times, cpu = [], []
-            for _ in range(steps):
-                t, c = time.perf_counter(), time.process_time()
-                loop.step()
-                times.append(time.perf_counter() - t)
-                cpu.append(time.process_time() - c)
-            objective, images = loop.objective, data.images
+            objective = loop.objective
         else:
             keep, cpu = [], []
             model_kw = {"tile_size": tile if kind == "tiled" else None, "ema_decay": 0.9}

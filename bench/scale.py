@@ -54,14 +54,14 @@ def _imports():
     import torch
 
     torch.set_num_threads(int(os.environ.get("NST_BENCH_THREADS", "1")))
-    from common import CONTENT_LAYERS, STYLE_LAYERS, PlainLoop, StepTimer  # noqa: F401
+    from common import CONTENT_LAYERS, STYLE_LAYERS, StepTimer, plain_steps  # noqa: F401
 
     from nst_pl.cli import TRAINER_DEFAULTS
     from nst_pl.data import PairDataModule
     from nst_pl.extractors import VGG19
     from nst_pl.module import StyleTransfer
 
-    return pl, torch, CONTENT_LAYERS, STYLE_LAYERS, PlainLoop, TRAINER_DEFAULTS, PairDataModule, VGG19, StyleTransfer
+    return pl, torch, CONTENT_LAYERS, STYLE_LAYERS, plain_steps, TRAINER_DEFAULTS, PairDataModule, VGG19, StyleTransfer
 
 
 def _content_dir(root: Path, n: int) -> Path:
@@ -133,29 +133,13 @@ def _nst_steps(
 
 
 def worker_memory(kind: str, size: int, steps: int) -> dict:
-    pl, torch, CONTENT_LAYERS, STYLE_LAYERS, PlainLoop, _, PairDataModule, VGG19, _ = _imports()
+    _, _, _, _, plain_steps, _, _, _, _ = _imports()
     base = _peak_mb()
     with tempfile.TemporaryDirectory() as root:
         if kind == "nst":
             times = _nst_steps(1, size, steps, Path(root), warmup=0)
         else:
-            torch.manual_seed(0)
-            data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
-            data.setup()
-            loop = PlainLoop(
-                VGG19(weights=None),
-                data.images.content,
-                data.images.styles[0][0][None],
-                content_weight=1.0,
-                style_weight=10.0,
-                lr=0.02,
-                relative=True,
-            )
-            times = []
-            for _ in range(steps):
-                t = time.perf_counter()
-                loop.step()
-                times.append(time.perf_counter() - t)
+            *_, times = plain_steps(CONTENT, STYLE, size, steps, style_weight=10.0, lr=0.02)
     return {"peak_mb": _peak_mb() - base, "base_mb": base, "times": times}
 
 

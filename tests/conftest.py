@@ -127,8 +127,9 @@ class StopAt(pl.Callback):
             trainer.should_stop = True
 
 
-def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), **trainer_kw):
-    """A seeded StyleTransfer on an untrained VGG16 with SHALLOW layers, fitted on 48 px images by `tiny_trainer`."""
+def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callbacks=(), ckpt_path=None, **trainer_kw):
+    """A seeded StyleTransfer on an untrained VGG16 with SHALLOW layers, fitted on 48 px images by `tiny_trainer`
+    (resumed from `ckpt_path` if given)."""
     from nst_pl.data import PairDataModule
     from nst_pl.extractors import VGG16
     from nst_pl.module import StyleTransfer
@@ -137,17 +138,63 @@ def fit(root, content, style, max_steps=3, model_kw=None, data_kw=None, callback
     model = StyleTransfer(VGG16(weights=None), **{**SHALLOW, **(model_kw or {})})
     data = PairDataModule(content=str(content), style=str(style), **{"image_size": 48, **(data_kw or {})})
     trainer = tiny_trainer(root, max_steps=max_steps, callbacks=callbacks, **trainer_kw)
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return model, data, trainer
 
 
-# ------------------------------------------------------------------- the CLI in-process (test_resume, test_edges)
-def cli_fit_args(content, style, out, steps: int = 2, *extra: str, size: int = 32, shallow: bool = True) -> list[str]:
-    """`nst-pl fit` arguments for a tiny CPU run: untrained VGG19, SHALLOW layers (or the defaults), PNGs every step."""
+def fit_to_last_ckpt(root, content, style, max_steps, model_kw, callbacks=(), ckpt_path=None):
+    """`fit` that saves last.ckpt at its end only: (model, the path of last.ckpt)."""
+    from nst_pl.callbacks import LastCheckpoint
+
+    ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
+    model, *_ = fit(
+        root,
+        content,
+        style,
+        max_steps,
+        model_kw,
+        callbacks=[ckpt, *callbacks],
+        ckpt_path=ckpt_path,
+        enable_checkpointing=True,
+    )
+    return model, ckpt.last_model_path
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two checkpoints hold the same step, images and optimizer state, bitwise."""
+    assert a["global_step"] == b["global_step"]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    sa, sb = a["optimizer_states"][0]["state"][0], b["optimizer_states"][0]["state"][0]
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+# --------------------------------------------------------------------------------------------------- the CLI in-process
+def cli_fit_args(
+    content,
+    style,
+    out,
+    steps: int = 2,
+    *extra: str,
+    size: int = 32,
+    shallow: bool = True,
+    config: Path | None = None,
+    extractor: str | None = None,
+    devices: int | None = 1,
+    quiet: bool = True,
+    log_every: int | None = None,
+    images_every: int | None = 1,
+) -> list[str]:
+    """`nst-pl fit` arguments for a tiny CPU run on random weights: `config`'s extractor, else `extractor` (VGG19 by
+    default), SHALLOW layers (or the config's), no progress bar (`quiet`), PNGs every `images_every` steps. An option
+    set to None is left to the config or the defaults; `extra` comes last, so it overrides the rest."""
+    if extractor is None and config is None:
+        extractor = "nst_pl.extractors.VGG19"
     return [
         "fit",
-        "--model.extractor",
-        "nst_pl.extractors.VGG19",
+        *(("--config", str(config)) if config is not None else ()),  # first: the options below override it
+        *(("--model.extractor", extractor) if extractor is not None else ()),  # the class before its init_args
         "--model.extractor.init_args.weights",
         "null",
         *(SHALLOW_CLI if shallow else ()),
@@ -163,12 +210,10 @@ def cli_fit_args(content, style, out, steps: int = 2, *extra: str, size: int = 3
         str(out),
         "--trainer.accelerator",
         "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--image_logger.every_n_steps",
-        "1",
+        *(("--trainer.devices", str(devices)) if devices is not None else ()),
+        *(("--trainer.enable_progress_bar", "false") if quiet else ()),
+        *(("--trainer.log_every_n_steps", str(log_every)) if log_every is not None else ()),
+        *(("--image_logger.every_n_steps", str(images_every)) if images_every is not None else ()),
         *extra,
     ]
 
@@ -231,6 +276,20 @@ def fail_tensorboard_writes(monkeypatch, fail_from: int) -> None:
         return original(self, filename, content, mode)
 
     monkeypatch.setattr(gfile.LocalFileSystem, "_write", write)
+
+
+def without_onnxruntime(monkeypatch) -> None:
+    """As if the [judge] extra were not installed: `import onnxruntime` fails."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *a, **k):
+        if name == "onnxruntime":
+            raise ImportError("no onnxruntime")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
 
 
 # ------------------------------------------------------------------------------------------ subprocesses

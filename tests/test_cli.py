@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, cli_fit_args
 
 from nst_pl.cli import main
 
@@ -14,30 +14,9 @@ from nst_pl.cli import main
 CONFIGS = sorted(p for p in (REPO / "nst_pl" / "configs").rglob("*.yaml") if not p.name.startswith("compare_"))
 
 
-def tiny_args(tmp_path: Path, pair_dirs, steps: int = 2) -> list[str]:
-    content, style = pair_dirs
-    return [
-        "--model.extractor.init_args.weights",
-        "null",
-        "--data.content",
-        str(content),
-        "--data.style",
-        str(style),
-        "--data.image_size",
-        "80",
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--image_logger.every_n_steps",
-        "1",
-    ]
+def tiny_args(tmp_path: Path, pair_dirs, config: Path, *extra: str) -> list[str]:
+    """`fit --config config` at 80 px for 2 steps, with the config's layers."""
+    return cli_fit_args(*pair_dirs, tmp_path, 2, *extra, size=80, shallow=False, config=config)
 
 
 def test_configs_are_shipped():
@@ -50,11 +29,11 @@ def test_configs_are_shipped():
 def test_config_runs_end_to_end(config, tmp_path, pair_dirs):
     raw = yaml.safe_load(config.read_text())
     assert isinstance(raw.get("seed_everything"), int), "every shipped config fixes its seed"
-    overrides = tiny_args(tmp_path, pair_dirs)
+    extra = ()
     if raw.get("model", {}).get("scales"):
         # coarse-to-fine configs: shrink the schedule with the image
-        overrides += ["--model.scales", "[64]", "--model.scale_steps", "[1]", "--trainer.max_steps", "3"]
-    main(["fit", "--config", str(config), *overrides])
+        extra = ("--model.scales", "[64]", "--model.scale_steps", "[1]", "--trainer.max_steps", "3")
+    main(tiny_args(tmp_path, pair_dirs, config, *extra))
     run = next((tmp_path / "lightning_logs").iterdir())
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["extractor"]["class_path"] == raw["model"]["extractor"]["class_path"]
@@ -91,18 +70,8 @@ def test_help_lists_model_options(capsys):
 
 def test_command_line_overrides_data(tmp_path, pair_dirs):
     content, style = pair_dirs
-    main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
-            *tiny_args(tmp_path, pair_dirs),
-            "--data.content",
-            str(content / "photo.png"),
-            "--data.style",
-            str(style / "paint.png"),
-        ]
-    )
+    files = ("--data.content", str(content / "photo.png"), "--data.style", str(style / "paint.png"))
+    main(tiny_args(tmp_path, pair_dirs, REPO / "nst_pl" / "configs" / "vgg19.yaml", *files))
     run = next((tmp_path / "lightning_logs").iterdir())
     assert [p.name for p in (run / "images").iterdir()] == ["photo__paint"]
     assert sorted(p.name for p in (run / "images" / "photo__paint").iterdir()) == [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, without_onnxruntime
 from PIL import Image
 
 from nst_pl import compare, report
@@ -88,6 +88,42 @@ def test_bad_options_are_refused_with_a_reason(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def _two_vgg_experiments() -> list[Path]:
+    return [p for p in EXPERIMENTS if p.stem.startswith("vgg19_")][:2]
+
+
+RANDOM_WEIGHTS_CPU = ("model.extractor.init_args.weights=null", "trainer.accelerator=cpu")
+
+
+def _tiny_compare_args(
+    pair_dirs, out: Path, *configs: Path, steps: int = 2, size: int = 64, snapshots=None, overrides=RANDOM_WEIGHTS_CPU
+) -> list[str]:
+    """`nst-pl compare` options for a tiny run in tiles of 32 px, no judge; the overrides come last (callers add
+    to them)."""
+    content, style = pair_dirs
+    return [
+        "--configs",
+        *map(str, configs),
+        "--data.content",
+        str(content),
+        "--data.style",
+        str(style),
+        "--image_size",
+        str(size),
+        "--steps",
+        str(steps),
+        *(("--snapshots", str(snapshots)) if snapshots is not None else ()),
+        "--tile",
+        "32",
+        "--out",
+        str(out),
+        "--judge_weights",
+        "null",
+        "--override",
+        *overrides,
+    ]
+
+
 def _fail_download(*args, **kwargs):
     raise urllib.error.URLError("no network in this test")
 
@@ -96,36 +132,15 @@ def test_one_failed_experiment_does_not_stop_the_others(tmp_path, pair_dirs, mon
     """An extractor whose weights cannot be downloaded fails with the WeightsError and a hint; the other experiment
     still runs, and both appear in the table and on the sheet."""
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _fail_download)
-    content, style = pair_dirs
     vgg, alex = (
         REPO / "nst_pl/configs/experiments/vgg19_2_part_conv_content_averaged.yaml",
         REPO / "nst_pl/configs/experiments/alexnet_2_part_conv_content_averaged.yaml",
     )
     out = tmp_path / "out"
+    # alexnet keeps its (undownloadable) weights
+    only_vgg19_random = ["vgg19*:model.extractor.init_args.weights=null"]
     code = compare.main(
-        [
-            "--configs",
-            str(alex),
-            str(vgg),
-            "--data.content",
-            str(content),
-            "--data.style",
-            str(style),
-            "--image_size",
-            "80",
-            "--steps",
-            "2",
-            "--snapshots",
-            "1",
-            "--tile",
-            "32",
-            "--out",
-            str(out),
-            "--judge_weights",
-            "null",
-            "--override",
-            "vgg19*:model.extractor.init_args.weights=null",
-        ]
+        _tiny_compare_args(pair_dirs, out, alex, vgg, size=80, snapshots=1, overrides=only_vgg19_random)
     )
     assert code == 1
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -241,50 +256,12 @@ def test_tables_are_written_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "metrics.md"]  # no temporary file left
 
 
-def _two_vgg_experiments() -> list[Path]:
-    return [p for p in EXPERIMENTS if p.stem.startswith("vgg19_")][:2]
-
-
-def _tiny_compare_args(pair_dirs, out: Path, *configs: Path, steps: int = 2) -> list[str]:
-    content, style = pair_dirs
-    return [
-        "--configs",
-        *map(str, configs),
-        "--data.content",
-        str(content),
-        "--data.style",
-        str(style),
-        "--image_size",
-        "64",
-        "--steps",
-        str(steps),
-        "--tile",
-        "32",
-        "--out",
-        str(out),
-        "--judge_weights",
-        "null",
-        "--override",
-        "model.extractor.init_args.weights=null",
-        "trainer.accelerator=cpu",
-    ]
-
-
 def test_without_the_judge_extra_compare_runs_with_an_empty_style_gain(tmp_path, pair_dirs, monkeypatch, capsys):
     """`pip install nst-pl` without [judge]: the comparison still runs; the style gain is empty in the tables, absent
     from TensorBoard, and one warning line says how to install it."""
-    import builtins
-
     from nst_pl.cli import main
 
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *a, **k):
-        if name == "onnxruntime":
-            raise ImportError("no onnxruntime")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    without_onnxruntime(monkeypatch)
     out = tmp_path / "out"
     assert main(["compare", *_tiny_compare_args(pair_dirs, out, _two_vgg_experiments()[0])]) == 0
     captured = capsys.readouterr()

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, without_onnxruntime
 
 from nst_pl.image_io import load_image
 from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_LAYERS, JUDGE_STYLE_LAYERS, Judge
@@ -141,16 +141,7 @@ def test_blended_style_gain_is_the_weighted_mean_of_the_gains(judge, photo_and_p
 
 
 def test_without_the_extra_the_style_gain_is_nan_with_one_warning(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_onnxruntime(name, *a, **k):
-        if name == "onnxruntime":
-            raise ImportError("no onnxruntime")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    without_onnxruntime(monkeypatch)
     with pytest.warns(UserWarning, match=r"style gain not measured.*pip install nst-pl\[judge\]"):
         judge = Judge(weights=None)
     x = _photo()

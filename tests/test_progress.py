@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import SHALLOW_CLI
+from conftest import cli_fit_args
 
 from nst_pl.cli import main
 from nst_pl.progress import StepProgressBar
@@ -16,36 +16,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit_args(root: Path, pair_dirs, steps: int, *extra: str) -> list[str]:
-    content, style = pair_dirs
-    return [
-        "fit",
-        "--model.extractor",
-        "nst_pl.extractors.VGG16",
-        "--model.extractor.init_args.weights",
-        "null",
-        *SHALLOW_CLI,
-        "--model.scales",
-        "[32]",
-        "--model.scale_steps",
-        "[2]",
-        "--data.content",
-        str(content),
-        "--data.style",
-        str(style),
-        "--data.image_size",
-        "48",
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--image_logger.every_n_steps",
-        "0",
+    """VGG16 at 48 px, 32 px for the first 2 steps, losses logged every step, no PNGs, the progress bar left on."""
+    scales = ("--model.scales", "[32]", "--model.scale_steps", "[2]")
+    return cli_fit_args(
+        *pair_dirs,
+        root,
+        steps,
+        *scales,
         *extra,
-    ]
+        size=48,
+        extractor="nst_pl.extractors.VGG16",
+        devices=None,
+        quiet=False,
+        log_every=1,
+        images_every=0,
+    )
 
 
 def test_progress_counts_steps_with_scale_and_loss_also_after_a_resume(tmp_path, pair_dirs, capsys, monkeypatch):

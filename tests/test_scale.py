@@ -13,17 +13,29 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import REPO, SHALLOW, SHALLOW_CLI, StopAt, fit, make_image, subprocess_env, tiny_trainer
+from conftest import (
+    REPO,
+    SHALLOW,
+    StopAt,
+    assert_same_state,
+    cli_fit_args,
+    fit,
+    fit_to_last_ckpt,
+    make_image,
+    subprocess_env,
+    tiny_trainer,
+)
 from pytorch_lightning.plugins import MixedPrecision
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from nst_pl import losses
-from nst_pl.callbacks import ImageLogger, LastCheckpoint
+from nst_pl.callbacks import ImageLogger
 from nst_pl.cli import main
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
 
+CONFIGS = REPO / "nst_pl" / "configs"
 # No coarse-to-fine: the shipped configs' schedule is longer than these runs.
 NO_SCALES_CLI = ["--model.scales", "null", "--model.scale_steps", "null"]
 
@@ -189,39 +201,22 @@ def _three_pairs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _ddp_args(root: Path, content: Path, style: Path, steps: int) -> list[str]:
-    return [
-        "fit",
-        "--config",
-        str(REPO / "nst_pl" / "configs" / "ddp.yaml"),
-        *SHALLOW_CLI,
+    """The ddp recipe at 40 px; the caller adds the devices and the strategy."""
+    return cli_fit_args(
+        content,
+        style,
+        root,
+        steps,
         *NO_SCALES_CLI,
-        "--model.extractor.init_args.weights",
-        "null",
-        "--data.content",
-        str(content),
-        "--data.style",
-        str(style),
-        "--data.image_size",
-        "40",
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.log_every_n_steps",
-        "1",
-        "--image_logger.every_n_steps",
-        "2",
         # SGD, not Adam: Adam is invariant to the gradient's scale, so it would hide a missing world-size factor
         # (DDP averages gradients); SGD also keeps float noise from being amplified into whole lr-sized steps.
-        "--model.optimizer",
-        "torch.optim.SGD",
-        "--model.optimizer.init_args.lr",
-        "5",
-    ]
+        *("--model.optimizer", "torch.optim.SGD", "--model.optimizer.init_args.lr", "5"),
+        size=40,
+        config=CONFIGS / "ddp.yaml",
+        devices=None,
+        log_every=1,
+        images_every=2,
+    )
 
 
 def _run_dir(root: Path) -> Path:
@@ -335,36 +330,12 @@ def test_vgg19_checkpoint_holds_images_and_optimizer_state_not_weights(tmp_path)
     c, s = tmp_path / "c", tmp_path / "s"
     make_image(c / "photo.png", (256, 256), seed=1)
     make_image(s / "paint.png", (64, 64), seed=2, kind="stripes")
+    small_style = ("--data.style_size", "64")
+    config = CONFIGS / "vgg19.yaml"
     main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
-            "--model.extractor.init_args.weights",
-            "null",
-            "--model.scales",
-            "null",
-            "--model.scale_steps",
-            "null",
-            "--data.content",
-            str(c),
-            "--data.style",
-            str(s),
-            "--data.image_size",
-            "256",
-            "--data.style_size",
-            "64",
-            "--trainer.max_steps",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
+        cli_fit_args(
+            c, s, tmp_path, 1, *NO_SCALES_CLI, *small_style, size=256, shallow=False, config=config, images_every=None
+        )
     )
     ckpt_path = _run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     image_bytes = 3 * 256 * 256 * 4  # one float32 image
@@ -378,45 +349,11 @@ def test_vgg19_checkpoint_holds_images_and_optimizer_state_not_weights(tmp_path)
 
 
 def _cli_resume_args(root, content, style, steps, *extra):
-    return [
-        "fit",
-        "--config",
-        str(REPO / "nst_pl" / "configs" / "vgg19.yaml"),
-        *SHALLOW_CLI,
-        *NO_SCALES_CLI,
-        "--model.extractor.init_args.weights",
-        "null",
-        "--data.content",
-        str(content),
-        "--data.style",
-        str(style),
-        "--data.image_size",
-        "40",
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--image_logger.every_n_steps",
-        "0",
-        "--checkpoint.every_n_train_steps",
-        "2",
-        *extra,
-    ]
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a["global_step"] == b["global_step"]
-    for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    sa, sb = a["optimizer_states"][0]["state"][0], b["optimizer_states"][0]["state"][0]
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
+    every_2 = ("--checkpoint.every_n_train_steps", "2")
+    config = CONFIGS / "vgg19.yaml"
+    return cli_fit_args(
+        content, style, root, steps, *NO_SCALES_CLI, *every_2, *extra, size=40, config=config, images_every=0
+    )
 
 
 def test_cli_resume_is_exact(tmp_path, pair_dirs):
@@ -432,7 +369,7 @@ def test_cli_resume_is_exact(tmp_path, pair_dirs):
     full = torch.load(_run_dir(tmp_path / "full") / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = torch.load(_run_dir(tmp_path / "resumed") / "checkpoints" / "last.ckpt", weights_only=False)
     assert full["global_step"] == 2 * k
-    _assert_same_state(full, resumed)
+    assert_same_state(full, resumed)
     assert int(full["state_dict"]["ema_steps"]) == 2 * k and full["state_dict"]["image_ema"].abs().sum() > 0
     # and the last PNG is the same picture
     png = "images/photo__paint/step_000006.png"
@@ -444,13 +381,8 @@ def test_resume_across_a_coarse_to_fine_boundary_with_ema_is_exact(tmp_path, pai
     model_kw = dict(scales=[32], scale_steps=[4], ema_decay=0.8)
 
     def run(root, callbacks=(), ckpt_path=None):
-        torch.manual_seed(0)
-        model = StyleTransfer(VGG16(weights=None), **SHALLOW, **model_kw)
-        data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
-        ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
-        trainer = tiny_trainer(root, max_steps=8, callbacks=[ckpt, *callbacks], enable_checkpointing=True)
-        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
-        return torch.load(ckpt.last_model_path, weights_only=False), model
+        model, last = fit_to_last_ckpt(root, *pair_dirs, 8, model_kw, callbacks, ckpt_path)
+        return torch.load(last, weights_only=False), model
 
     full, full_model = run(tmp_path / "full")
     half, _ = run(tmp_path / "half", callbacks=[StopAt(3)])
@@ -459,7 +391,7 @@ def test_resume_across_a_coarse_to_fine_boundary_with_ema_is_exact(tmp_path, pai
         tmp_path / "resumed", ckpt_path=_run_dir(tmp_path / "half") / "checkpoints" / "last.ckpt"
     )
     assert full["global_step"] == 8
-    _assert_same_state(full, resumed)
+    assert_same_state(full, resumed)
     assert (
         set(full_model.objective._targets) == set(resumed_model.objective._targets) == {(27, 32), (40, 48)}
     )  # both phases ran

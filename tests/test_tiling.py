@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SHALLOW, StopAt, assert_clear_error, cli_fit_args, fit, run_cli, tiny_trainer
+from conftest import (
+    SHALLOW,
+    StopAt,
+    assert_clear_error,
+    assert_same_state,
+    cli_fit_args,
+    fit,
+    fit_to_last_ckpt,
+    run_cli,
+)
 
 import nst_pl.memory as memory
-from nst_pl.callbacks import LastCheckpoint
-from nst_pl.data import PairDataModule, PairImages
+from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import VGG16, VGG19, ResNet50
-from nst_pl.module import StyleTransfer
 from nst_pl.objective import Objective
 from nst_pl.tiling import grid_step, plan_tiles
 
@@ -202,23 +209,14 @@ def test_resume_in_the_middle_of_a_tiled_phase_is_exact(tmp_path, pair_dirs):
     model_kw = dict(scales=[32], scale_steps=[2], ema_decay=0.8, tile_size=32)
 
     def run(root, callbacks=(), ckpt_path=None):
-        torch.manual_seed(0)
-        model = StyleTransfer(VGG16(weights=None), **SHALLOW, **model_kw)
-        data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
-        ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
-        trainer = tiny_trainer(root, max_steps=6, callbacks=[ckpt, *callbacks], enable_checkpointing=True)
-        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
-        return ckpt.last_model_path
+        return fit_to_last_ckpt(root, *pair_dirs, 6, model_kw, callbacks, ckpt_path)[1]
 
     full = torch.load(run(tmp_path / "full"), weights_only=False)
     half = run(tmp_path / "half", callbacks=[StopAt(3)])
     assert torch.load(half, weights_only=False)["global_step"] == 3
     resumed = torch.load(run(tmp_path / "resumed", ckpt_path=half), weights_only=False)
-    assert full["global_step"] == resumed["global_step"] == 6
-    for key in full["state_dict"]:
-        assert torch.equal(full["state_dict"][key], resumed["state_dict"][key]), key
-    for key, value in full["optimizer_states"][0]["state"][0].items():
-        assert torch.equal(value, resumed["optimizer_states"][0]["state"][0][key]), key
+    assert full["global_step"] == 6
+    assert_same_state(full, resumed)
 
 
 def test_cli_takes_model_tile_size(tmp_path, pair_dirs, capsys):
