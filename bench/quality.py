@@ -57,6 +57,7 @@ RECIPES: dict[str, dict] = {
     "raw_c2f": dict(relative_losses=False, style_weight=1e3, lr=0.02, scales=[128, 181], scale_steps=[60, 40],
                     ema_decay=None),
 }  # fmt: skip
+STRENGTHS = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # model.style_strength values judged at the 1/3-time snapshot
 
 
 def vgg16() -> VGG16:
@@ -159,7 +160,9 @@ def main() -> None:
         hit = next((p for p in curve if p["gain"] >= ref["gain"] and p["ssim"] >= ref["ssim"]), None)
         third = [p for p in curve if p["seconds"] <= ref["seconds"] / 3]
         third = third[-1] if third else curve[0]
-        results["pairs"][name] = {"classic": classic, "recipe": curve, "dominates_at": hit}
+        # The knob (model.style_strength) applied to the 1/3-time snapshot: the trade-off it offers at that time.
+        knob = [{"strength": k, **score((photo + k * (snaps[third["step"]] - photo)).clamp(0, 1))} for k in STRENGTHS]
+        results["pairs"][name] = {"classic": classic, "recipe": curve, "dominates_at": hit, "strength_at_third": knob}
         results["load"].append(os.getloadavg())
         (args.out / f"{args.pairs}_{args.recipe}.json").write_text(json.dumps(results, indent=1))  # after each pair
         rows.append((name, ref, third, hit))

@@ -4,7 +4,9 @@
 
 Each panel is one pair: the classic loop's trajectory (grey, every 10 steps) ending at its final point (star, the
 target), and each recipe's trajectory (every evaluation), whose points are filled while the recipe's time is within
-1/3 of the classic's and hollow after. The shaded corner is where a snapshot dominates the classic's final point.
+1/3 of the classic's and hollow after; the dashed line is the 1/3-time snapshot under the knob `model.style_strength`
+(0.5 … 1: the output moved back towards the photo). The shaded corner is where a snapshot dominates the classic's
+final point.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def main() -> None:
                     label=f"{name}, ≤ 1/3 time")  # fmt: skip
             ax.plot([p["ssim"] for p in later], [p["gain"] for p in later], "o", mfc="none", color=color, ms=4,
                     label=f"{name}, later")  # fmt: skip
+            knob = run["pairs"][pair].get("strength_at_third")
+            if knob:  # model.style_strength 0.5 … 1 applied to the 1/3-time snapshot
+                span = f"{knob[0]['strength']:g}…{knob[-1]['strength']:g}"
+                ax.plot([p["ssim"] for p in knob], [p["gain"] for p in knob], "--x", color=color, lw=1, ms=4,
+                        label=f"{name} at 1/3 time, style_strength {span}")  # fmt: skip
         x1, y1 = ax.get_xlim()[1], ax.get_ylim()[1]
         ax.fill_between([ref["ssim"], x1], ref["gain"], y1, color="C2", alpha=0.12, lw=0)
         ax.set_title(pair.replace("__", " × "), fontsize=9)
