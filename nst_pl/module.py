@@ -31,11 +31,9 @@ from nst_pl.resume import NST_KEY, class_name, reapply_optimizer_options
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
-    # Step size tuned with bench/quality.py (512 px, offline VGG16): 0.02 stylises sooner, but its per-pixel jitter
-    # costs SSIM to the photo. 0.007 with iterate averaging (ema_decay 0.9) and coarse-to-fine reaches the classic
-    # loop's final style (relative per-layer judge) in 0.05-0.22 of its time at a better SSIM on 3 of the 4 sample
-    # pairs, and not within the run on the fourth (see README, Benchmarks).
-    return torch.optim.Adam(params, lr=0.007)
+    # The vgg19 recipe's step size (with its style_weight 1000, shared relative losses and ema_decay 0.5), tuned with
+    # bench/quality.py: see README, "Recipes" and "Quality".
+    return torch.optim.Adam(params, lr=0.02)
 
 
 class StyleTransfer(pl.LightningModule):
@@ -47,21 +45,24 @@ class StyleTransfer(pl.LightningModule):
         content_layer_weights: list[float] | None = None,
         style_layer_weights: list[float] | None = None,
         content_weight: float = 1.0,
-        style_weight: float = 3.0,
+        style_weight: float = 1000.0,
         tv_weight: float = 0.0,
         style_loss: Literal["gram", "mean_std", "wasserstein"] = "gram",
-        relative_losses: bool | Literal["shared"] = True,
+        relative_losses: bool | Literal["shared"] = "shared",
         init: str = "content",
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
         coarse_lr_factor: float = 1.0,
         tile_size: int | None = None,
-        ema_decay: float | None = 0.9,
+        ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
         style_strength: float = 1.0,
         optimizer: OptimizerCallable = default_optimizer,
     ) -> None:
         """Gatys-style transfer: optimise the pixels of one image per (content, style) pair.
+
+        The defaults are the loss and optimiser values of the vgg19 recipe (nst_pl/configs/vgg19.yaml); its
+        coarse-to-fine schedule depends on the image size and stays in the config.
 
         Args:
             extractor: Frozen feature network (`class_path: nst_pl.extractors.VGG19` …) with its weights and
@@ -80,7 +81,7 @@ class StyleTransfer(pl.LightningModule):
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
                 the extractor's feature scale: `true` each layer by its own (every layer gets the same say), `shared`
                 every style layer by one number (the paper's proportions between layers: for Gram losses the low
-                layers, colour and fine texture, dominate). False gives the plain losses of the paper.
+                layers, colour and fine texture, dominate; the default). False gives the plain losses of the paper.
             init: Starting image: `content` (the photo), `noise` (uniform), `style` (noise with the style's colour
                 mean and std), or a path to an image file.
             scales: Coarse-to-fine: long sides (px) of the coarse phases, ascending and below `data.image_size`,
@@ -94,14 +95,14 @@ class StyleTransfer(pl.LightningModule):
                 (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
                 whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
                 shared out over the ranks.
-            ema_decay: If set (default 0.9), the output is a bias-corrected exponential moving average of the
+            ema_decay: If set (default 0.5), the output is a bias-corrected exponential moving average of the
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
                 chrominance) or `histogram` (match the output's colour mean and covariance to the photo's).
             style_strength: How far the output goes from the photo towards the optimised image: photo +
                 style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
                 Applied to the output like `preserve_color` (before it), so it can change on resume.
-            optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.007}}` (the
+            optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.02}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
         if content_layers is None:

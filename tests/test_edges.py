@@ -85,8 +85,9 @@ def test_the_learning_rate_is_set_without_naming_the_optimizer_class(tmp_path):
     cli = make_cli(args, run=False)
     optimizer = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 0.003
-    default = make_cli(cli_fit_args(content, style, tmp_path / "out", 2)[1:], run=False).model.optimizer_factory
-    assert default([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"] == 0.007  # module.default_optimizer's
+    args = cli_fit_args(content, style, tmp_path / "out", 2, recipe=False)[1:]
+    default = make_cli(args, run=False).model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+    assert type(default) is torch.optim.Adam and default.defaults["lr"] == 0.02  # module.default_optimizer's
 
 
 def test_concurrent_runs_into_one_root_get_distinct_version_folders(tmp_path, capsys, monkeypatch):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
+import yaml
+from conftest import REPO, SHALLOW, TEST_RECIPE, LossRecorder, fit, make_image, tiny_trainer
 from PIL import Image
 
 from nst_pl.callbacks import ImageLogger
@@ -108,6 +110,23 @@ def test_noise_init_differs_from_content(tmp_path, pair_dirs):
     assert (model.image.detach() - data.images.content).abs().mean() > 0.1
 
 
+@pytest.mark.parametrize("config", ["vgg19.yaml", "ddp.yaml"])
+def test_the_defaults_are_the_vgg19_recipe(config):
+    """A Python user of StyleTransfer gets the shipped recipe's losses and optimiser: every model option the config
+    states equals the default, except the extractor and the coarse-to-fine schedule (it depends on the image size;
+    coarse_lr_factor acts in its coarse phases only)."""
+    shipped = yaml.safe_load((REPO / "nst_pl" / "configs" / config).read_text())["model"]
+    model = StyleTransfer(VGG16(weights=None))  # VGG16 has every layer of the recipe
+    schedule = ("scales", "scale_steps", "coarse_lr_factor")
+    options = {k: v for k, v in shipped.items() if k not in ("extractor", "optimizer", *schedule)}
+    assert {"style_weight", "relative_losses", "ema_decay"} <= set(options)
+    assert options == {k: model.hparams[k] for k in options}
+    optimizer = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+    module, name = shipped["optimizer"]["class_path"].rsplit(".", 1)
+    assert type(optimizer) is getattr(importlib.import_module(module), name)
+    assert {k: optimizer.defaults[k] for k in shipped["optimizer"]["init_args"]} == shipped["optimizer"]["init_args"]
+
+
 def test_layer_weights_must_match_layers():
     with pytest.raises(ValueError, match="one weight per layer"):
         StyleTransfer(VGG16(weights=None), style_layers=["relu1_1", "relu2_1"], style_layer_weights=[1.0])
@@ -119,11 +138,9 @@ def test_layer_weights_must_match_layers():
 
 def test_real_weights_halve_the_style_loss(tmp_path, offline_vgg16):
     """With a real trained VGG16 (Caffe convention), a short 64 px run lowers the style loss by at least half."""
-    from conftest import REPO
-
     rec = LossRecorder()
     torch.manual_seed(0)
-    model = StyleTransfer(VGG16(weights=str(offline_vgg16), normalization="caffe"))
+    model = StyleTransfer(VGG16(weights=str(offline_vgg16), normalization="caffe"), **TEST_RECIPE)
     data = PairDataModule(
         content=str(REPO / "images" / "tubingen.jpg"), style=str(REPO / "style" / "starry_night.jpg"), image_size=64
     )

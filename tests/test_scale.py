@@ -16,6 +16,7 @@ import torch
 from conftest import (
     REPO,
     SHALLOW,
+    TEST_RECIPE,
     StopAt,
     assert_same_state,
     cli_fit_args,
@@ -82,7 +83,7 @@ class DtypeSpy(pl.Callback):
 def test_mixed_precision_gradient_points_the_same_way_as_fp32(pair_dirs):
     """One gradient at the same point: half-precision features barely change its direction."""
     torch.manual_seed(0)
-    model = StyleTransfer(VGG16(weights=None), **SHALLOW)
+    model = StyleTransfer(VGG16(weights=None), **SHALLOW, **TEST_RECIPE)
     data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
     data.setup()
     model.objective.bind(data.images)
@@ -110,7 +111,7 @@ def test_mixed_precision_gives_the_same_picture_with_half_features_and_fp32_loss
     assert moved > 0.02  # the picture did change (Adam moves a pixel by at most lr = 0.007 per step)
     for precision, low in (("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16)):
         torch.manual_seed(0)
-        model = StyleTransfer(VGG16(weights=None), **SHALLOW)
+        model = StyleTransfer(VGG16(weights=None), **SHALLOW, **TEST_RECIPE)  # as `fit`'s
         data = PairDataModule(content=str(pair_dirs[0]), style=str(pair_dirs[1]), image_size=48)
         kw = {"plugins": [fp16_plugin()]} if precision == "16-mixed" else {"precision": precision}
         with monkeypatch.context() as mp:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import (
     SHALLOW,
+    TEST_LOSSES,
     StopAt,
     assert_clear_error,
     assert_same_state,
@@ -50,7 +51,7 @@ def _pairs(k: int = 1, dtype=torch.float32) -> PairImages:
 
 def _step(extractor, tile_size, dtype=torch.float32, k=1, autocast=False, **kw):
     """The terms and the image's gradient of one evaluation at a fixed random picture."""
-    objective = Objective(extractor, **{**LAYERS, "tv_weight": 0.5, **kw}, tile_size=tile_size)
+    objective = Objective(extractor, **{**LAYERS, **TEST_LOSSES, "tv_weight": 0.5, **kw}, tile_size=tile_size)
     objective.bind(_pairs(k, dtype))
     image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1), dtype=dtype).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -141,7 +142,7 @@ def test_bf16_autocast_tiled_gradient_matches_untiled(vgg):
 
 def test_evaluating_without_grad_gives_the_loss(vgg):
     ref_terms, _, objective = _step(vgg, None)
-    objective = Objective(vgg, **LAYERS, tv_weight=0.5, tile_size=32)
+    objective = Objective(vgg, **LAYERS, **TEST_LOSSES, tv_weight=0.5, tile_size=32)
     objective.bind(_pairs())
     image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
