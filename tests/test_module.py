@@ -113,11 +113,10 @@ def test_noise_init_differs_from_content(tmp_path, pair_dirs):
 @pytest.mark.parametrize("config", ["vgg19.yaml", "ddp.yaml"])
 def test_the_defaults_are_the_vgg19_recipe(config):
     """A Python user of StyleTransfer gets the shipped recipe's losses and optimiser: every model option the config
-    states equals the default, except the extractor and the coarse-to-fine schedule (it depends on the image size;
-    coarse_lr_factor acts in its coarse phases only)."""
+    states equals the default, except the extractor and the coarse-to-fine schedule (it depends on the image size)."""
     shipped = yaml.safe_load((REPO / "nst_pl" / "configs" / config).read_text())["model"]
     model = StyleTransfer(VGG16(weights=None))  # VGG16 has every layer of the recipe
-    schedule = ("scales", "scale_steps", "coarse_lr_factor")
+    schedule = ("scales", "scale_steps")
     options = {k: v for k, v in shipped.items() if k not in ("extractor", "optimizer", *schedule)}
     assert {"style_weight", "relative_losses", "ema_decay"} <= set(options)
     assert options == {k: model.hparams[k] for k in options}
