@@ -37,7 +37,7 @@ from common import OFFLINE_VGG16, REPO, PlainLoop, quiet_trainer, row_sheet  # n
 from nst_pl.data import PairDataModule  # noqa: E402
 from nst_pl.extractors import VGG16  # noqa: E402
 from nst_pl.image_io import load_image, to_pil  # noqa: E402
-from nst_pl.module import StyleTransfer  # noqa: E402
+from nst_pl.module import StyleTransfer, towards_photo  # noqa: E402
 from nst_pl.style_embedding import StyleEmbedding, ssim_luminance  # noqa: E402
 
 PAIRS = REPO / "bench" / "pairs"
@@ -161,7 +161,7 @@ def main() -> None:
         third = [p for p in curve if p["seconds"] <= ref["seconds"] / 3]
         third = third[-1] if third else curve[0]
         # The knob (model.style_strength) applied to the 1/3-time snapshot: the trade-off it offers at that time.
-        knob = [{"strength": k, **score((photo + k * (snaps[third["step"]] - photo)).clamp(0, 1))} for k in STRENGTHS]
+        knob = [{"strength": k, **score(towards_photo(snaps[third["step"]], photo, k))} for k in STRENGTHS]
         results["pairs"][name] = {"classic": classic, "recipe": curve, "dominates_at": hit, "strength_at_third": knob}
         results["load"].append(os.getloadavg())
         (args.out / f"{args.pairs}_{args.recipe}.json").write_text(json.dumps(results, indent=1))  # after each pair

@@ -25,6 +25,7 @@ from common import OFFLINE_VGG16, REPO, row_sheet  # noqa: E402
 
 from nst_pl.data import PairDataModule  # noqa: E402
 from nst_pl.image_io import to_pil  # noqa: E402
+from nst_pl.module import towards_photo  # noqa: E402
 
 STRENGTHS = (0.25, 0.5, 0.75, 1.0, 1.5)
 
@@ -81,7 +82,7 @@ def main() -> None:
     row_sheet(rows, out)
     print(f"wrote {out} ({len(rows)} pairs)")
     photo, result = (to_tensor(im.resize(rows[0][2].size)) for im in (rows[0][0], rows[0][2]))
-    knob = [to_pil((photo + s * (result - photo)).clamp(0, 1)) for s in STRENGTHS]  # as StyleTransfer.output_images
+    knob = [to_pil(towards_photo(result, photo, s)) for s in STRENGTHS]
     row_sheet([knob], REPO / "docs" / "style_strength.jpg")
     print(f"wrote docs/style_strength.jpg (style_strength {STRENGTHS})")
 

@@ -90,7 +90,7 @@ class StyleTransfer(pl.LightningModule):
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
             coarse_lr_factor: The optimiser's learning rate is multiplied by this during the coarse phases. Below 1,
                 the coarse phases take the painting's colours and large shapes in gentler steps, which keeps more of
-                the photo's structure (SSIM) for the same style.
+                the photo's structure (SSIM) but takes less of the painting by the same time (README, "Recipes").
             tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
                 (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
                 whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
@@ -300,7 +300,7 @@ class StyleTransfer(pl.LightningModule):
         for i, (h, w) in enumerate(self.pair_images.sizes):  # crop first: colour statistics of the real image only
             out, content = x[i, :, :h, :w], self.pair_images.content[i, :, :h, :w].to(x.device)
             if self.style_strength != 1.0:
-                out = (content + self.style_strength * (out - content)).clamp(0, 1)
+                out = towards_photo(out, content, self.style_strength)
             if self.preserve_color == "luminance":
                 out = transfer_luminance(out, content)
             elif self.preserve_color == "histogram":
@@ -342,6 +342,11 @@ class StyleTransfer(pl.LightningModule):
             state["image_ema"] = average * (1 - self.ema_decay**steps)  # bias-corrected: the same average now
         # Lightning restores the optimiser's learning rate etc. from the checkpoint: the configured ones apply.
         reapply_optimizer_options(checkpoint, self.optimizer_factory)
+
+
+def towards_photo(output: Tensor, photo: Tensor, style_strength: float) -> Tensor:
+    """`model.style_strength` applied to an output: photo + style_strength x (output - photo), clamped to [0, 1]."""
+    return (photo + style_strength * (output - photo)).clamp(0, 1)
 
 
 @contextmanager
