@@ -137,9 +137,10 @@ def _optimizer_kind(optimizer_factory) -> tuple[str, frozenset[str], torch.optim
     return class_name(opt), frozenset(k for k in opt.param_groups[0] if k != "params"), opt
 
 
-def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule) -> None:
+def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule, max_steps: int) -> None:
     """Refuse options that cannot change on resume (one paragraph, every differing option with both values); warn
-    once about the options that do change. Decodes the images (`datamodule.setup`) to compare the image shape."""
+    once about the options that do change, and when the checkpoint has reached `max_steps` already. Decodes the
+    images (`datamodule.setup`) to compare the image shape."""
     fixed: list[str] = []
     changed: list[str] = []
     saved_hp = dict(ckpt.get("hyper_parameters") or {})
@@ -185,6 +186,13 @@ def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule)
         )
     if changed:
         rank_zero_warn(f"resuming from step {ckpt['global_step']} with changed options: {'; '.join(changed)}")
+    # A finished run resumed (e.g. to write its images after a full disk): say that nothing is optimised.
+    step = int(ckpt.get("global_step", 0))
+    if 0 <= max_steps <= step:
+        rank_zero_warn(
+            f"the checkpoint is at step {step} and trainer.max_steps is {max_steps}: no step runs, the images of step "
+            f"{step} are written; raise trainer.max_steps to optimise further"
+        )
 
 
 def _few(names: list[str], limit: int = 4) -> str:
