@@ -19,7 +19,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from nst_pl.config_files import check_config_files, resolve_configs
 from nst_pl.data import PairDataModule
 from nst_pl.module import StyleTransfer
-from nst_pl.parser import NSTArgumentParser, RunSaveConfig
+from nst_pl.parser import NSTArgumentParser, RunSaveConfig, add_run_arguments
 from nst_pl.resume import check_resume, load_checkpoint
 from nst_pl.signals import stopped_by_signals
 from nst_pl.trainer import TRAINER_DEFAULTS, adapt_trainer, check_outputs, claim_run_folder, result_line
@@ -49,7 +49,7 @@ class NSTCLI(LightningCLI):
         return {"fit": LightningCLI.subcommands()["fit"]}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_run_arguments()
+        add_run_arguments(parser)
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)

@@ -120,6 +120,8 @@ class StyleTransfer(pl.LightningModule):
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
         super().__init__()
+        # Lists, as a config gives them: the saved hyper-parameters compare equal on resume (resume.py).
+        content_layers, style_layers = list(content_layers), list(style_layers)
         self.save_hyperparameters(ignore=["extractor", "optimizer"])
         check_output_options(ema_decay, style_strength, preserve_color)
         # The objective holds the extractor OUT of the module tree on purpose: it is not a parameter, must not be

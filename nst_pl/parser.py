@@ -16,26 +16,28 @@ from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import default_optimizer
 
 
-class NSTArgumentParser(LightningArgumentParser):
-    """The parser of `nst-pl fit`: the forced callbacks' options, the package's options first in the help, and
-    command-line/config errors as one short paragraph, without the 60-line usage dump."""
+def add_run_arguments(parser: LightningArgumentParser) -> None:
+    """The forced callbacks (always on, configured under their own keys) and nst-pl's defaults, on the parser of
+    `NSTCLI` (`add_arguments_to_parser`), whatever its class."""
+    parser.add_lightning_class_args(ImageLogger, "image_logger")
+    # LastCheckpoint: a ModelCheckpoint whose last.ckpt is always at the final step (see callbacks.py).
+    parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
+    parser.set_defaults(
+        {
+            # The default optimiser as a class and its arguments, so that `--model.optimizer.init_args.lr 0.003`
+            # (what the divergence message says to lower) works without naming the class first.
+            "model.optimizer": default_optimizer_config(),
+            "checkpoint.every_n_train_steps": 1000,
+            "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 0,
+            "checkpoint.save_on_exception": True,
+        }
+    )
 
-    def add_run_arguments(self) -> None:
-        """The forced callbacks (always on, configured under their own keys) and nst-pl's defaults."""
-        self.add_lightning_class_args(ImageLogger, "image_logger")
-        # LastCheckpoint: a ModelCheckpoint whose last.ckpt is always at the final step (see callbacks.py).
-        self.add_lightning_class_args(LastCheckpoint, "checkpoint")
-        self.set_defaults(
-            {
-                # The default optimiser as a class and its arguments, so that `--model.optimizer.init_args.lr 0.003`
-                # (what the divergence message says to lower) works without naming the class first.
-                "model.optimizer": default_optimizer_config(),
-                "checkpoint.every_n_train_steps": 1000,
-                "checkpoint.save_last": True,
-                "checkpoint.save_top_k": 0,
-                "checkpoint.save_on_exception": True,
-            }
-        )
+
+class NSTArgumentParser(LightningArgumentParser):
+    """The parser of `nst-pl fit`: the package's options first in the help, and command-line/config errors as one
+    short paragraph, without the 60-line usage dump."""
 
     def format_help(self) -> str:
         """The package's options first (model, extractor, data, images, checkpoints), Lightning's trainer last."""

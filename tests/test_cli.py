@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, cli_fit_args
+from helpers import REPO, cli_fit_args
 
 from nst_pl.cli import main
 

@@ -13,7 +13,7 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
-from conftest import OFFLINE_VGG16, SHARED
+from helpers import OFFLINE_VGG16, SHARED
 from torch import nn
 
 from nst_pl.extractors import (
