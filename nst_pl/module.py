@@ -1,11 +1,13 @@
 """StyleTransfer: a LightningModule whose only trainable parameter is the generated image.
 
 One optimisation step:
-    image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs)--> Objective: view, frozen extractor, content and
-        style losses (objective.py) --> gradient on the pixels --> optimiser step --> clamp to [0, 1] --> EMA
+    image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
+        extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
+        schedule's learning-rate factor) --> clamp to [0, 1] --> EMA
 
-This file is the Lightning glue around the objective: the parameter and its initialisation, the step, logging, the
-optimiser and its guards, iterate averaging, colour post-processing and checkpoint checks.
+This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
+the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
+hooks. The coarse-to-fine schedule is schedule.py's, the start image and the output pictures.py's.
 """
 
 from __future__ import annotations
