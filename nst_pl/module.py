@@ -28,14 +28,13 @@ from nst_pl.extractors import FeatureExtractor
 from nst_pl.objective import Objective
 from nst_pl.pictures import (
     averaged_image,
-    carry_average,
     check_init,
     check_output_options,
     initial_images,
     output_picture,
     towards_photo,
 )
-from nst_pl.resume import NST_KEY, class_name, reapply_optimizer_options
+from nst_pl.resume import NST_KEY, checkpoint_record, fit_checkpoint
 from nst_pl.schedule import Schedule
 
 # `towards_photo` is the output's `style_strength`, which the benches apply to snapshots too.
@@ -277,28 +276,10 @@ class StyleTransfer(pl.LightningModule):
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # What a resume must not change, beside the hyper-parameters (see resume.py): the extractor's and the
-        # optimiser's classes and the pairs' names.
-        optimizers = self.trainer.optimizers if self._trainer is not None else []
-        checkpoint[NST_KEY] = {
-            "extractor": class_name(self.objective.extractor),
-            "optimizer": class_name(optimizers[0]) if optimizers else None,
-            "pairs": list(self.pair_images.names) if self.pair_images is not None else None,
-        }
+        checkpoint[NST_KEY] = checkpoint_record(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The image parameter is created in `setup` from the data, so it already has the checkpoint's shape; a
-        # mismatch means the resumed run was given other images (`nst-pl fit` refuses it earlier, in resume.py).
-        state = checkpoint["state_dict"]
-        saved = state.get("image")
-        if saved is not None and self.image.shape != saved.shape:
-            raise ConfigError(
-                f"the checkpoint holds images of shape {tuple(saved.shape)} but this run's data give "
-                f"{tuple(self.image.shape)}: resume with the same data.content, data.style and data.image_size"
-            )
-        carry_average(state, self.image.data, checkpoint.get("hyper_parameters") or {}, self.ema_decay)
-        # Lightning restores the optimiser's learning rate etc. from the checkpoint: the configured ones apply.
-        reapply_optimizer_options(checkpoint, self.optimizer_factory)
+        fit_checkpoint(checkpoint, self)
 
 
 @contextmanager

@@ -127,9 +127,8 @@ class Objective:
         maps, sums = measure_tiles(x, tiles, features, map_layers, stat_layers, shapes, self.style_loss.sums, dtype)
         stats = {}
         for layer in stat_layers:
-            stats[layer] = _cast(
-                self.style_loss.of_sums(tuple(sums[layer]), shapes[layer][1] * shapes[layer][2]), dtype
-            )
+            count = shapes[layer][1] * shapes[layer][2]  # positions of the whole map
+            stats[layer] = _cast(self.style_loss.of_sums(tuple(sums[layer]), count), dtype)
         return maps, stats
 
     # ---------------------------------------------------------------------------------------------- targets
@@ -152,19 +151,12 @@ class Objective:
             style.append({layer: _stack([p[layer] for p in per_pair]) for layer in self.style_layers})
         scale = {}
         if self.relative_losses:
+            weights = (
+                dict(zip(self.content_layers, self.content_layer_weights)),
+                dict(zip(self.style_layers, self.style_layer_weights)),
+            )
             blend = self.images.blend.to(device)
-            for layer in self.content_layers:
-                scale["content", layer] = content[layer].pow(2).flatten(1).mean(1) + 1e-8  # [N]
-            for layer in self.style_layers:
-                per_slot = (blend[:, k] * self.style_loss.scale(style[k][layer]) for k in range(len(style)))
-                scale["style", layer] = sum(per_slot) + 1e-8
-            if self.relative_losses == "shared":  # one number per loss: the layer-weighted mean of the layers' scales
-                for kind, layers, weights in (
-                    ("content", self.content_layers, self.content_layer_weights),
-                    ("style", self.style_layers, self.style_layer_weights),
-                ):
-                    shared = sum(w * scale[kind, layer] for layer, w in zip(layers, weights))
-                    scale.update({(kind, layer): shared for layer in layers})
+            scale = relative_scales(self.relative_losses, content, style, blend, self.style_loss, *weights)
         self._targets[size] = {"content": content, "style": style, "scale": scale}
         return self._targets[size]
 
@@ -286,6 +278,30 @@ class Objective:
         if self.tv_weight > 0:
             tv = losses.variation_of_sums(sums["tv", "down"], sums["tv", "right"], size).to(dtype)
         return content, stats, tv
+
+
+def relative_scales(
+    mode: bool | str,
+    content: dict[str, Tensor],
+    style: list[dict[str, Any]],
+    blend: Tensor,
+    style_loss: losses.StyleLoss,
+    content_weights: dict[str, float],
+    style_weights: dict[str, float],
+) -> dict[tuple[str, str], Tensor]:
+    """The denominators of the relative losses, [N] per ("content" | "style", layer), from the targets: each layer's
+    target mean square (`relative_losses: true`), or their layer-weighted mean, one number per loss (`shared`).
+    `style` holds one dict of targets per style slot, blended with `blend` [N, K]."""
+    scale = {}
+    for layer in content_weights:
+        scale["content", layer] = content[layer].pow(2).flatten(1).mean(1) + 1e-8  # [N]
+    for layer in style_weights:
+        scale["style", layer] = sum(blend[:, k] * style_loss.scale(style[k][layer]) for k in range(len(style))) + 1e-8
+    if mode == "shared":
+        for kind, weights in (("content", content_weights), ("style", style_weights)):
+            shared = sum(w * scale[kind, layer] for layer, w in weights.items())
+            scale.update({(kind, layer): shared for layer in weights})
+    return scale
 
 
 def check_sizes(extractor: FeatureExtractor, layers: list[str], images: PairImages, smallest_view: int) -> None:

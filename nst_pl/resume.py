@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from nst_pl.errors import ConfigError
+from nst_pl.pictures import carry_average
 
 # What nst-pl stores in its checkpoints beside Lightning's keys (module.StyleTransfer.on_save_checkpoint).
 NST_KEY = "nst_pl"
@@ -198,6 +199,34 @@ def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule,
 def _few(names: list[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return f"[{shown}{', …' if len(names) > limit else ''}] ({len(names)} pairs)"
+
+
+def checkpoint_record(model) -> dict[str, Any]:
+    """What a resume must not change, beside the hyper-parameters, as `StyleTransfer.on_save_checkpoint` stores it
+    under NST_KEY: the extractor's and the optimiser's classes and the pairs' names."""
+    optimizers = model.trainer.optimizers if model._trainer is not None else []
+    return {
+        "extractor": class_name(model.objective.extractor),
+        "optimizer": class_name(optimizers[0]) if optimizers else None,
+        "pairs": list(model.pair_images.names) if model.pair_images is not None else None,
+    }
+
+
+def fit_checkpoint(checkpoint: dict[str, Any], model) -> None:
+    """The checkpoint made fit for `model` before Lightning loads it (`StyleTransfer.on_load_checkpoint`): the same
+    image shape, the average carried over to this run's `ema_decay`, this run's optimiser options."""
+    # The image parameter is created in `setup` from the data, so it already has the checkpoint's shape; a mismatch
+    # means the resumed run was given other images (`nst-pl fit` refuses it earlier, in `check_resume`).
+    state = checkpoint["state_dict"]
+    saved = state.get("image")
+    if saved is not None and model.image.shape != saved.shape:
+        raise ConfigError(
+            f"the checkpoint holds images of shape {tuple(saved.shape)} but this run's data give "
+            f"{tuple(model.image.shape)}: resume with the same data.content, data.style and data.image_size"
+        )
+    carry_average(state, model.image.data, checkpoint.get("hyper_parameters") or {}, model.ema_decay)
+    # Lightning restores the optimiser's learning rate etc. from the checkpoint: the configured ones apply.
+    reapply_optimizer_options(checkpoint, model.optimizer_factory)
 
 
 def reapply_optimizer_options(checkpoint: dict[str, Any], optimizer_factory) -> None:
