@@ -1,7 +1,6 @@
 """What a step will cost in memory, said before the first step: an estimate, and a clear error when it cannot fit.
 
-    line = check_memory(objective, images, device)   # raises ConfigError when the step cannot fit
-    (called by `Objective.bind`)
+    line = check_memory(objective, images, device)   # in Objective.bind: a ConfigError when the step cannot fit
 
 The estimate (float32) adds up:
 - the fixed state: the extractor's weights, ~8 image-sized copies (the image, its gradient, the average, Adam's two
