@@ -9,7 +9,16 @@ import torch
 
 from nst_pl.linalg import sym_matrix_power
 
-__all__ = ["match_color", "rgb_to_yiq", "transfer_luminance", "yiq_to_rgb"]
+__all__ = [
+    "color_stats",
+    "match_color",
+    "palette_distance",
+    "palette_start",
+    "rgb_to_lab",
+    "rgb_to_yiq",
+    "transfer_luminance",
+    "yiq_to_rgb",
+]
 
 # FCC NTSC RGB -> YIQ, the space of Gatys et al. (2016), "Preserving Color in Neural Artistic Style Transfer".
 _RGB_TO_YIQ = torch.tensor(
@@ -93,12 +102,93 @@ def match_color(output: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5
         raise ValueError(f"reference batch {ref.shape[0]} must be 1 or match the output batch {out.shape[0]}")
 
     x = out.flatten(2).double()  # [N, 3, H*W]
-    r = ref.flatten(2).double().to(x.device)  # [N or 1, 3, h*w]
-    mu_x, mu_r = x.mean(-1, keepdim=True), r.mean(-1, keepdim=True)  # [N, 3, 1]
-    xc, rc = x - mu_x, r - mu_r
+    mu_r, cov_r = color_stats(ref.to(x.device))
+    result = _linear_transfer(x, mu_r, cov_r, eps).clamp(0.0, 1.0).reshape(out.shape).to(output.dtype)
+    return result[0] if unbatched else result
+
+
+def color_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image colour mean [N, 3, 1] and 3x3 covariance [N, 3, 3] of ``[N, 3, H, W]`` images, in float64."""
+    x = images.flatten(2).double()
+    mu = x.mean(-1, keepdim=True)
+    xc = x - mu
+    return mu, xc @ xc.transpose(-1, -2) / xc.shape[-1]
+
+
+def _linear_transfer(x: torch.Tensor, mu_r: torch.Tensor, cov_r: torch.Tensor, eps: float) -> torch.Tensor:
+    """Pixels ``x`` [N, 3, P] (float64) moved to the colour mean ``mu_r`` and covariance ``cov_r``, not clamped."""
+    mu_x = x.mean(-1, keepdim=True)  # [N, 3, 1]
+    xc = x - mu_x
     cov_x = xc @ xc.transpose(-1, -2) / xc.shape[-1]  # [N, 3, 3]
-    cov_r = rc @ rc.transpose(-1, -2) / rc.shape[-1]
     # eps (added to every eigenvalue) keeps the inverse square root finite for flat or two-colour images.
     transform = sym_matrix_power(cov_r, 0.5) @ sym_matrix_power(cov_x, -0.5, shift=eps)  # [N, 3, 3]
-    result = (transform @ xc + mu_r).clamp(0.0, 1.0).reshape(out.shape).to(output.dtype)
-    return result[0] if unbatched else result
+    return transform @ xc + mu_r
+
+
+def palette_start(photo: torch.Tensor, paintings: list[torch.Tensor], weights: torch.Tensor, eps: float = 1e-5):
+    """The photo in the paintings' colours, with its own luminance: a start that has the palette and the structure.
+
+    The photo's pixels get the colour mean and covariance of the paintings' pixels (of their blend, `weights`), as
+    `match_color` does; then its luminance (Y of YIQ) is put back, so the picture keeps every edge and shade of the
+    photo and only its chrominance moves to the painting's.
+
+    Args:
+        photo: ``[3, H, W]`` in [0, 1].
+        paintings: the pair's style images, ``[3, h, w]`` each.
+        weights: ``[K]`` blend weights (sum 1).
+    """
+    stats = [color_stats(p[None]) for p in paintings]
+    w = weights.double().to(photo.device)
+    mu = sum(wk * m for wk, (m, _) in zip(w, stats))  # the blend's pixels: a mixture of the paintings' pixels
+    second = sum(wk * (c + m @ m.transpose(-1, -2)) for wk, (m, c) in zip(w, stats))
+    cov = second - mu @ mu.transpose(-1, -2)
+    moved = _linear_transfer(photo[None].flatten(2).double(), mu, cov, eps).reshape(1, *photo.shape)
+    y = rgb_to_yiq(photo[None].double())[:, :1]
+    iq = rgb_to_yiq(moved)[:, 1:]
+    return yiq_to_rgb(torch.cat([y, iq], dim=1))[0].clamp(0.0, 1.0).to(photo.dtype)
+
+
+# sRGB (D65) -> CIE XYZ, and the D65 white point: the CIELAB of colour science (IEC 61966-2-1, CIE 15).
+_RGB_TO_XYZ = torch.tensor(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ],
+    dtype=torch.float64,
+)
+_D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+
+
+def rgb_to_lab(img: torch.Tensor) -> torch.Tensor:
+    """sRGB ``[..., 3, H, W]`` in [0, 1] -> CIELAB (L in [0, 100], a and b about ±100), float64."""
+    rgb = img.double().clamp(0.0, 1.0)
+    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)  # undo the sRGB gamma
+    xyz = _apply_color_matrix(linear, _RGB_TO_XYZ) / _D65_WHITE.to(img.device).view(3, 1, 1)
+    eps, kappa = 216 / 24389, 24389 / 27
+    f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1 / 3), (kappa * xyz + 16) / 116)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+def palette_distance(image: torch.Tensor, painting: torch.Tensor, directions: int = 64, levels: int = 256) -> float:
+    """How far the colours of ``image`` are from those of ``painting``, in CIELAB units (ΔE-like), 0 = same palette.
+
+    The sliced Wasserstein distance of their pixel distributions: the mean over fixed directions in CIELAB of the
+    1-D Wasserstein-1 distance between the projected pixels (`levels` quantiles each). It needs no network, ignores
+    where the colours are (only which colours, how often), and compares pictures of any two sizes.
+
+    Args:
+        image: ``[3, H, W]`` (or ``[1, 3, H, W]``) in [0, 1].
+        painting: ``[3, h, w]`` (or ``[1, 3, h, w]``) in [0, 1].
+    """
+    lab = [rgb_to_lab(x.reshape(3, *x.shape[-2:])).flatten(1) for x in (image, painting)]  # [3, pixels] each
+    gen = torch.Generator().manual_seed(0)  # the same directions for every call: distances compare across calls
+    dirs = torch.randn(directions, 3, generator=gen, dtype=torch.float64)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)  # [D, 3]
+    quantiles = []
+    for x in lab:
+        projected = (dirs @ x.cpu()).sort(dim=1).values  # [D, pixels]
+        at = torch.linspace(0, projected.shape[1] - 1, levels).round().long()  # nearest-rank quantiles
+        quantiles.append(projected[:, at])  # [D, levels]
+    return float((quantiles[0] - quantiles[1]).abs().mean())

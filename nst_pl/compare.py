@@ -15,9 +15,9 @@ luminance). `<out>/` receives (report.py):
 
 - `sheet.png`: one row per experiment (and pair), columns content, style, the output at each snapshot step, final;
 - `metrics.csv`, `metrics.md`: judge content loss, judge style loss, style gain, SSIM (RGB, luminance) to the
-  content, steps, wall time, peak memory, and for failed experiments the reason;
-- scalars `judge/content`, `judge/style`, `judge/style_gain`, `judge/ssim`, `judge/ssim_luminance` (and
-  `compare/wall_time_s`, `compare/peak_mem_mb`) in each experiment's TensorBoard run.
+  content, palette distance to the painting, steps, wall time, peak memory, and for failed experiments the reason;
+- scalars `judge/content`, `judge/style`, `judge/style_gain`, `judge/ssim`, `judge/ssim_luminance`,
+  `judge/palette` (and `compare/wall_time_s`, `compare/peak_mem_mb`) in each experiment's TensorBoard run.
 
 A failing experiment (weights that cannot be downloaded, a bad option, a diverged loss) is recorded as failed with
 its reason; the others still run. The exit status is 1 when any experiment failed. Ctrl-C / SIGTERM stop the
@@ -370,6 +370,7 @@ def _score_and_log(name, args, judge, model, trainer, wall: float, peak_mb: floa
                 style_gain=score["style_gain"],
                 ssim=score["ssim"],
                 ssim_luminance=score["ssim_luminance"],
+                palette=score["palette"],
                 wall_time_s=wall,
                 peak_mem_mb=peak_mb,
                 content=content,
@@ -403,6 +404,7 @@ JUDGE_SCALARS = (
     ("style_gain", "style_gain"),
     ("ssim", "ssim"),
     ("ssim_luminance", "ssim_luminance"),
+    ("palette", "palette"),
 )
 
 
@@ -469,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"[compare]   {r.pair}: content {r.judge_content:.4g}  style {r.judge_style:.4g}  "
                     f"style gain {_num(r.style_gain)}  ssim {r.ssim:.3f} (luminance {r.ssim_luminance:.3f})  "
+                    f"palette {r.palette:.2f}  "
                     f"{r.wall_time_s:.1f} s  {r.peak_mem_mb:.0f} MB",
                     flush=True,
                 )

@@ -12,6 +12,9 @@ content photo and style painting with one frozen VGG16 and fixed layers, in abso
   pixel-space check that does not depend on any network, and that also counts colour changes;
 - ssim_luminance: the same on the luminance only: the photo's structure kept, blind to the colours a style transfer
   is meant to change (both from `nst_pl.style_embedding.ssim_to_photo`);
+- palette: the palette distance to the painting (`nst_pl.color.palette_distance`), no network: the sliced
+  Wasserstein distance between the CIELAB pixels of output and painting, in ΔE-like units (lower = closer to the
+  painting's colours; several paintings: the blend-weighted mean);
 - style_gain: the independent judge (`nst_pl.style_embedding.StyleEmbedding`, optional extra `[judge]`):
   1 − d(output, painting) / d(photo, painting) in the style space of a network that no experiment optimises. A VGG16
   judge favours the VGG experiments it referees; this one does not. For a blend of several paintings: the
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import nst_pl.losses as losses
+from nst_pl.color import palette_distance
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import VGG16
 from nst_pl.style_embedding import StyleEmbedding, ssim_to_photo
@@ -106,7 +110,7 @@ class Judge:
             style_weights: Weights of several style images (default: equal); the style loss is their weighted mean.
 
         Returns:
-            {"content", "style", "ssim", "ssim_luminance", "style_gain"}: floats; style_gain is NaN without the
+            {"content", "style", "ssim", "ssim_luminance", "palette", "style_gain"}: floats; style_gain is NaN without the
             `[judge]` extra, or when the photo and a painting have the same style vector.
         """
         out = _batch(output, "output").to(self.device)
@@ -134,6 +138,7 @@ class Judge:
             "style": float(style_loss),
             "ssim": ssim_to_photo(out, con, luminance_only=False),
             "ssim_luminance": ssim_to_photo(out, con),
+            "palette": sum(w * palette_distance(out[0].cpu(), s.cpu()) for s, w in zip(styles, weights)) / sum(weights),
             "style_gain": self._style_gain(out[0].cpu(), con[0].cpu(), styles, weights),
         }
 

@@ -37,6 +37,7 @@ CSV_FIELDS = [
     "style_gain",
     "ssim",
     "ssim_luminance",
+    "palette",
     "wall_time_s",
     "peak_mem_mb",
     "reason",
@@ -56,6 +57,7 @@ class Result:
     style_gain: float = math.nan
     ssim: float = math.nan
     ssim_luminance: float = math.nan
+    palette: float = math.nan
     wall_time_s: float = math.nan
     peak_mem_mb: float = math.nan
     reason: str = ""
@@ -97,6 +99,7 @@ def write_tables(
         "style gain ↑",
         "SSIM to content (RGB)",
         "SSIM to content (luminance)",
+        "palette distance ↓",
         "wall time (s)",
         "peak mem (MB)",
     ]
@@ -115,7 +118,9 @@ def write_tables(
     lines = [
         f"Judges: judge content and judge style by {judge_description}: content = MSE at relu4_2, style = mean Gram "
         "MSE over relu1_1…relu5_1 (absolute, not the experiments' own losses; a VGG judge favours VGG experiments). "
-        f"{gain_note} SSIM to the photo, no network: RGB counts the colour change, luminance only the structure. "
+        f"{gain_note} SSIM to the photo, no network: RGB counts the colour change, luminance only the structure. Palette "
+        "distance, no network: sliced Wasserstein distance between the CIELAB pixels of output and painting (ΔE-like "
+        "units, lower = closer to the painting's colours). "
         f"Memory = {mem_note}.",
         "",
         "| " + " | ".join(headers) + " |",

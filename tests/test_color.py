@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nst_pl.color import match_color, rgb_to_yiq, transfer_luminance, yiq_to_rgb
+from nst_pl.color import (
+    match_color,
+    palette_distance,
+    palette_start,
+    rgb_to_lab,
+    rgb_to_yiq,
+    transfer_luminance,
+    yiq_to_rgb,
+)
 from nst_pl.linalg import sym_matrix_power
 
 
@@ -129,3 +137,38 @@ def test_sym_matrix_power_sqrt_matches_the_wasserstein_formula_with_gradient(dty
     (result * weights).sum().backward()
     (expected * weights).sum().backward()
     assert torch.equal(result, expected) and torch.equal(mine.grad, theirs.grad)
+
+
+def test_rgb_to_lab_matches_reference_values():
+    # CIE reference values (D65): white, black, sRGB red, and a mid grey (sRGB 0.5 -> L 53.39).
+    rgb = torch.tensor([[1.0, 0.0, 1.0, 0.5], [1.0, 0.0, 0.0, 0.5], [1.0, 0.0, 0.0, 0.5]]).view(3, 1, 4)
+    lab = rgb_to_lab(rgb)[:, 0].T
+    expected = torch.tensor([[100.0, 0, 0], [0, 0, 0], [53.24, 80.09, 67.20], [53.39, 0, 0]], dtype=torch.float64)
+    assert torch.allclose(lab, expected, atol=0.02)
+
+
+def test_palette_distance_sees_colours_not_places_and_not_size():
+    painting = coloured(1, 1, (24, 32))[0]
+    shuffled = painting.flatten(1)[:, torch.randperm(24 * 32)].view(3, 24, 32)  # the same pixels, elsewhere
+    assert palette_distance(painting, painting) == 0.0
+    assert palette_distance(shuffled, painting) == pytest.approx(0.0, abs=1e-9)
+    twice = painting.repeat_interleave(2, -1).repeat_interleave(2, -2)  # the same palette at 4x the pixels
+    assert palette_distance(twice, painting) < 0.5
+    other = coloured(2, 1, (24, 32))[0]
+    near, far = 0.8 * painting + 0.2 * other, 0.2 * painting + 0.8 * other
+    assert 0 < palette_distance(near, painting) < palette_distance(far, painting) < palette_distance(other, painting)
+    assert palette_distance(other, painting) == pytest.approx(palette_distance(painting, other), rel=1e-6)
+
+
+def test_palette_start_keeps_the_photos_luminance_and_takes_the_paintings_colours():
+    photo = 0.3 + 0.4 * coloured(3, 1, (20, 20))[0]  # mid-range: no clamping
+    painting = coloured(4, 1, (30, 30))[0]
+    start = palette_start(photo, [painting], torch.ones(1))
+    assert torch.allclose(rgb_to_yiq(start)[0], rgb_to_yiq(photo)[0], atol=1e-4)  # every edge and shade kept
+    assert palette_distance(start, painting) < palette_distance(photo, painting)
+    # a blend of two paintings lands between the two single-painting starts
+    other = coloured(5, 1, (30, 30))[0].flip(0)
+    mid = palette_start(photo, [painting, other], torch.tensor([0.5, 0.5]))
+    a, b = palette_start(photo, [painting], torch.ones(1)), palette_start(photo, [other], torch.ones(1))
+    assert palette_distance(mid, painting) < palette_distance(b, painting)
+    assert palette_distance(mid, other) < palette_distance(a, other)

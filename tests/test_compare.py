@@ -202,8 +202,10 @@ def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (out / "runs").iterdir()) == names
     acc = EventAccumulator(str(out / "runs" / names[0]), size_guidance={"scalars": 0}).Reload()
     tags = acc.Tags()["scalars"]
-    assert {"judge/content", "judge/style", "judge/ssim", "judge/ssim_luminance"} <= set(tags)
+    assert {"judge/content", "judge/style", "judge/ssim", "judge/ssim_luminance", "judge/palette"} <= set(tags)
     assert acc.Scalars("judge/ssim")[-1].value == pytest.approx(float(rows[0]["ssim"]), rel=1e-3)
+    assert acc.Scalars("judge/palette")[-1].value == pytest.approx(float(rows[0]["palette"]), rel=1e-3)
+    assert float(rows[0]["palette"]) > 0 and "palette distance ↓" in md[2]
     if HAS_JUDGE_EXTRA:
         assert acc.Scalars("judge/style_gain")[-1].value == pytest.approx(float(rows[0]["style_gain"]), abs=1e-3)
         assert f"style gain {float(rows[0]['style_gain']):.3f}" in capsys.readouterr().out

@@ -43,12 +43,13 @@ def test_fixed_layers(judge):
 def test_identical_images_score_zero_and_ssim_one(judge):
     x = _photo()
     s = judge.score(x, x, x)
-    assert set(s) == {"content", "style", "ssim", "ssim_luminance", "style_gain"}
+    assert set(s) == {"content", "style", "ssim", "ssim_luminance", "palette", "style_gain"}
     assert all(isinstance(v, float) for v in s.values())
     assert s["content"] == pytest.approx(0.0, abs=1e-12)
     assert s["style"] == pytest.approx(0.0, abs=1e-12)
     assert s["ssim"] == pytest.approx(1.0, abs=1e-5)
     assert s["ssim_luminance"] == pytest.approx(1.0, abs=1e-5)
+    assert s["palette"] == pytest.approx(0.0, abs=1e-9)
     assert math.isnan(s["style_gain"])  # photo = painting: no distance to measure a gain against
 
 
