@@ -21,6 +21,25 @@ STYLE_LAYERS = list(JUDGE_STYLE_LAYERS)
 CONTENT_LAYERS = [JUDGE_CONTENT_LAYER]
 
 
+def objective_options(
+    content_layers, style_layers, content_weight=1.0, style_weight=1.0, relative_losses=False, **options
+) -> dict:
+    """Every keyword of `Objective` for the classic recipe (equal layer weights, Gram losses, no TV, no tiles)."""
+    return dict(
+        content_layers=content_layers,
+        style_layers=style_layers,
+        content_layer_weights=None,
+        style_layer_weights=None,
+        content_weight=content_weight,
+        style_weight=style_weight,
+        tv_weight=0.0,
+        style_loss="gram",
+        relative_losses=relative_losses,
+        tile_size=None,
+        **options,
+    )
+
+
 class PlainLoop:
     """The classic Gatys loop written directly in PyTorch: the baseline every benchmark compares against.
 
@@ -41,11 +60,7 @@ class PlainLoop:
     ):
         self.objective = Objective(
             extractor,
-            CONTENT_LAYERS,
-            STYLE_LAYERS,
-            content_weight=content_weight,
-            style_weight=style_weight,
-            relative_losses=relative,
+            **objective_options(CONTENT_LAYERS, STYLE_LAYERS, content_weight, style_weight, relative_losses=relative),
         )
         h, w = content.shape[-2:]
         self.objective.bind(PairImages(content, [[style[0]]], torch.ones(1, 1), ["pair"], [(h, w)]))
@@ -55,7 +70,7 @@ class PlainLoop:
 
     def step(self) -> float:
         self.opt.zero_grad(set_to_none=True)
-        loss = self.objective(self.image, self.idx, step=0)["total"].sum()
+        loss = self.objective(self.image, self.idx)["total"].sum()
         loss.backward()
         self.opt.step()
         with torch.no_grad():
@@ -105,7 +120,7 @@ def quiet_trainer(max_steps: int, root: str, callbacks, **trainer_args):
     `trainer_args` (e.g. precision) are passed on to the Trainer."""
     import pytorch_lightning as pl
 
-    from nst_pl.fit import TRAINER_DEFAULTS
+    from nst_pl.trainer import TRAINER_DEFAULTS
 
     args = dict(TRAINER_DEFAULTS)
     args.update(

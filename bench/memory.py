@@ -66,7 +66,7 @@ def worker(kind: str, size: int, tile: int, style_size: int) -> dict:
             )
             objective, images = keep[0].objective, keep[0].pair_images
         estimate = memory.step_bytes(objective, images, tile if kind == "tiled" else None)
-        tiles = objective.plan(tuple(images.content.shape[-2:]), tile) if kind == "tiled" else None
+        tiles = objective.tiles_for(images.content.shape[-2:]) if kind == "tiled" else None
     return {
         "peak_mb": scale._peak_mb() - base,
         "times": times,
@@ -79,7 +79,7 @@ def worker(kind: str, size: int, tile: int, style_size: int) -> dict:
 def estimate_only(size: int, style_size: int) -> float:
     """nst-pl's estimate of the untiled step at `size` (MiB), without running it."""
     import torch
-    from common import CONTENT_LAYERS, STYLE_LAYERS
+    from common import CONTENT_LAYERS, STYLE_LAYERS, objective_options
 
     from nst_pl.data import PairImages
     from nst_pl.extractors import VGG19
@@ -88,7 +88,7 @@ def estimate_only(size: int, style_size: int) -> float:
 
     h, w = size * 3 // 4, size
     images = PairImages(torch.zeros(1).expand(1, 3, h, w), [[torch.zeros(3, 8, 8)]], torch.ones(1, 1), ["a"], [(h, w)])
-    objective = Objective(VGG19(weights=None), CONTENT_LAYERS, STYLE_LAYERS)
+    objective = Objective(VGG19(weights=None), **objective_options(CONTENT_LAYERS, STYLE_LAYERS))
     return step_bytes(objective, images, None) / 2**20
 
 

@@ -56,10 +56,10 @@ def _imports():
     torch.set_num_threads(int(os.environ.get("NST_BENCH_THREADS", "1")))
     from common import CONTENT_LAYERS, STYLE_LAYERS, StepTimer, plain_steps  # noqa: F401
 
-    from nst_pl.cli import TRAINER_DEFAULTS
     from nst_pl.data import PairDataModule
     from nst_pl.extractors import VGG19
     from nst_pl.module import StyleTransfer
+    from nst_pl.trainer import TRAINER_DEFAULTS
 
     return pl, torch, CONTENT_LAYERS, STYLE_LAYERS, plain_steps, TRAINER_DEFAULTS, PairDataModule, VGG19, StyleTransfer
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import secrets
 import time
 from pathlib import Path
 
@@ -19,6 +15,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nst_pl.errors import ConfigError, ImageError, OutputError
 from nst_pl.image_io import save_image
 from nst_pl.progress import RunTensorBoardLogger
+from nst_pl.run_folder import check_writable
 
 # After Ctrl-C or SIGTERM, the images of the step reached are written for at most this long (the checkpoint holds
 # them all): the process ends within about a second, however many pairs there are.
@@ -48,7 +45,7 @@ class ImageLogger(pl.Callback):
         log_dir = trainer.log_dir or trainer.default_root_dir
         self.root = Path(log_dir) / self.dirname
         if trainer.is_global_zero:
-            _check_writable(self.root)
+            check_writable(self.root)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # The first images are written before any step: a disk that cannot take them (it filled after the probe)
@@ -180,27 +177,3 @@ class _PlainTensorBoard:
 
     def flush(self) -> None:
         self.writer.flush()
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before the first step, not after an hour, when the output folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # One probe name per process: DDP ranks may check the same folder at the same time.
-        probe = folder / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
-        try:
-            # Some bytes, synced: an empty file needs no data block and is created even on a full disk.
-            with open(probe, "wb") as f:
-                f.write(b"\0" * 4096)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            with contextlib.suppress(OSError):
-                probe.unlink()
-    except OSError as err:
-        full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
-        fix = "Free some disk space there, or choose" if full else "Choose"
-        raise OutputError(
-            f"cannot write the output folder '{folder}': {err.strerror or err}. {fix} a writable location with "
-            "--trainer.default_root_dir DIR (or the logger's save_dir)"
-        ) from None

@@ -19,12 +19,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 import nst_pl.compare as compare
-from nst_pl.errors import NSTError
-from nst_pl.fit import DEBUG_ENV, NSTCLI, TRAINER_DEFAULTS, debug, make_cli
+from nst_pl.errors import DEBUG_ENV, NSTError, debug
+from nst_pl.fit import make_cli
 from nst_pl.quiet import VERBOSE_FLAG, quiet_run, safe_console
 from nst_pl.stylize import main as stylize_main
 
-__all__ = ["TRAINER_DEFAULTS", "NSTCLI", "USER_ERRORS", "main"]
+__all__ = ["USER_ERRORS", "main"]
 
 SUBCOMMANDS = ("fit", "stylize", "compare")
 

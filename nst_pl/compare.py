@@ -46,8 +46,9 @@ import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from nst_pl.errors import OutputError, WeightsError
-from nst_pl.fit import CONFIGS_DIR, debug, error_paragraph, make_cli
+from nst_pl.config_files import bundled_matches
+from nst_pl.errors import OutputError, WeightsError, debug, error_paragraph
+from nst_pl.fit import make_cli
 from nst_pl.image_io import find_images, load_image
 from nst_pl.judge import Judge
 from nst_pl.report import DEFAULT_TILE, Result, write_sheet, write_tables
@@ -191,9 +192,8 @@ def _expand(patterns: Sequence[str], parser: ArgumentParser) -> list[Path]:
     for pat in patterns:
         hits = sorted(glob.glob(str(pat))) if glob.has_magic(str(pat)) else [str(pat)]
         if not hits or not glob.has_magic(str(pat)) and not Path(pat).exists():
-            # A bundled recipe's name or pattern (`experiments/*`, `alexnet`): nst_pl/configs/, from any folder.
-            name = str(pat)[: -len(".yaml")] if str(pat).endswith(".yaml") else str(pat)
-            hits = sorted(glob.glob(str(CONFIGS_DIR / f"{name}.yaml"))) or hits
+            # A bundled recipe's name or pattern (`experiments/*`, `alexnet`), from any folder.
+            hits = bundled_matches(str(pat)) or hits
         if not hits:
             parser.error(f"--configs {pat!r} matches no file")
         out += [Path(h) for h in hits]

@@ -1,6 +1,6 @@
 """What a step will cost in memory, said before the first step: an estimate, and a clear error when it cannot fit.
 
-    line = check_memory(objective, images, device)   # raises ConfigError when the step cannot fit
+    line = check_memory(objective, images, device)   # in Objective.bind: a ConfigError when the step cannot fit
 
 The estimate (float32) adds up:
 - the fixed state: the extractor's weights, ~8 image-sized copies (the image, its gradient, the average, Adam's two
@@ -21,6 +21,7 @@ import torch
 
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError
+from nst_pl.tiling import tiles_of
 
 GIB = 2**30
 # Image-sized float32 tensors alive during a step: image, gradient, EMA, Adam's exp_avg and exp_avg_sq, the photo,
@@ -46,7 +47,7 @@ def step_bytes(objective, images: PairImages, tile_size: int | None) -> int:
     if objective.content_layers:
         shapes = extractor.feature_shapes((h, w), objective.content_layers)
         fixed += sum(n * c * fh * fw for c, fh, fw in shapes.values()) * 4
-    tiles = objective.plan((h, w), tile_size)
+    tiles = tiles_of(extractor, objective.layers, (h, w), tile_size)
     regions = [(h, w)] if tiles is None else {(t.rows.stop - t.rows.start, t.cols.stop - t.cols.start) for t in tiles}
     return fixed + max(_forward_backward_bytes(extractor, objective.layers, region, n) for region in regions)
 
@@ -97,7 +98,7 @@ def check_memory(objective, images: PairImages, device: torch.device) -> str | N
     pairs = f" for {len(images.names)} pairs" if len(images.names) > 1 else ""
     line = f"a {w}x{h} px step{pairs} needs about {untiled / GIB:.1f} GiB"
     if tile is not None:
-        count = len(objective.plan((h, w), tile) or [None])
+        count = len(tiles_of(objective.extractor, objective.layers, (h, w), tile) or [None])
         line += f" untiled, {need / GIB:.1f} GiB in {count} tile(s) of {tile} px"
     line += f"; {free / GIB:.1f} GiB {where}" if free is not None else ""
     if free is not None and need > free:

@@ -1,33 +1,48 @@
 """StyleTransfer: a LightningModule whose only trainable parameter is the generated image.
 
 One optimisation step:
-    image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs)--> Objective: view, frozen extractor, content and
-        style losses (objective.py) --> gradient on the pixels --> optimiser step --> clamp to [0, 1] --> EMA
+    image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
+        extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
+        schedule's learning-rate factor) --> clamp to [0, 1] --> EMA
 
-This file is the Lightning glue around the objective: the parameter and its initialisation, the step, logging, the
-optimiser and its guards, iterate averaging, colour post-processing and checkpoint checks.
+This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
+the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
+hooks. The coarse-to-fine schedule is schedule.py's, the start image and the output pictures.py's.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from nst_pl.color import match_color, transfer_luminance
 from nst_pl.data import PairDataModule, PairImages
 from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
-from nst_pl.image_io import load_image
-from nst_pl.memory import check_memory
-from nst_pl.objective import DEFAULT_STYLE_LAYERS, Objective
-from nst_pl.resume import NST_KEY, class_name, reapply_optimizer_options
+from nst_pl.objective import Objective
+from nst_pl.pictures import (
+    averaged_image,
+    check_init,
+    check_output_options,
+    initial_images,
+    output_picture,
+    towards_photo,
+)
+from nst_pl.resume import NST_KEY, checkpoint_record, fit_checkpoint
+from nst_pl.schedule import Schedule
+
+# `towards_photo` is the output's `style_strength`, which the benches apply to snapshots too.
+__all__ = ["DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS", "StyleTransfer", "default_optimizer", "towards_photo"]
+
+# Gatys et al.'s layers (VGG19): content relu4_2, style relu1_1 … relu5_1.
+DEFAULT_CONTENT_LAYERS = ("relu4_2",)
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -40,8 +55,8 @@ class StyleTransfer(pl.LightningModule):
     def __init__(
         self,
         extractor: FeatureExtractor,
-        content_layers: list[str] = None,
-        style_layers: list[str] = DEFAULT_STYLE_LAYERS,
+        content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
+        style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
         content_layer_weights: list[float] | None = None,
         style_layer_weights: list[float] | None = None,
         content_weight: float = 1.0,
@@ -105,40 +120,27 @@ class StyleTransfer(pl.LightningModule):
             optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.02}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
-        if content_layers is None:
-            content_layers = ["relu4_2"]
         super().__init__()
+        # Lists, as a config gives them: the saved hyper-parameters compare equal on resume (resume.py).
+        content_layers, style_layers = list(content_layers), list(style_layers)
         self.save_hyperparameters(ignore=["extractor", "optimizer"])
-        if preserve_color not in ("none", "luminance", "histogram"):
-            raise ConfigError(f"unknown model.preserve_color {preserve_color!r}; choose none, luminance or histogram")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay must be between 0 and 1 (e.g. 0.95), got {ema_decay}")
+        check_output_options(ema_decay, style_strength, preserve_color)
         # The objective holds the extractor OUT of the module tree on purpose: it is not a parameter, must not be
         # saved in checkpoints (550 MB for VGG19), broadcast by DDP or put in train mode.
         self.objective = Objective(
             extractor,
-            content_layers,
-            style_layers,
-            content_layer_weights,
-            style_layer_weights,
-            content_weight,
-            style_weight,
-            tv_weight,
-            style_loss,
-            relative_losses,
-            scales,
-            scale_steps,
-            tile_size,
+            content_layers=content_layers,
+            style_layers=style_layers,
+            content_layer_weights=content_layer_weights,
+            style_layer_weights=style_layer_weights,
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            style_loss=style_loss,
+            relative_losses=relative_losses,
+            tile_size=tile_size,
         )
-        if not (0.0 <= style_strength <= 2.0):
-            raise ConfigError(
-                f"model.style_strength must be between 0 and 2 (1: the optimised image), got {style_strength}"
-            )
-        if not (0.0 < coarse_lr_factor <= 10.0):
-            raise ConfigError(
-                f"model.coarse_lr_factor must be above 0 and at most 10 (1: the same step size), got {coarse_lr_factor}"
-            )
-        self.coarse_lr_factor = coarse_lr_factor
+        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor)
         self.init = init
         self.style_strength = style_strength
         self.ema_decay = ema_decay
@@ -152,66 +154,56 @@ class StyleTransfer(pl.LightningModule):
         self.pair_images: PairImages | None = None
 
     # ------------------------------------------------------------------ setup
-    def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule
-        if not isinstance(dm, PairDataModule) or dm.images is None:
+    def preflight(self, datamodule: PairDataModule, trainer: pl.Trainer) -> None:
+        """Everything about the run that can fail before its first step, checked once, before the run's folder
+        exists (`nst-pl fit` calls it in `before_fit`; `setup` does when nothing did): the images decoded and large
+        enough for the layers, the schedule fitted into `trainer.max_steps`, the start image, and the memory a step
+        needs (memory.py: a step that cannot fit fails now, with a tile size that fits)."""
+        if not isinstance(datamodule, PairDataModule):
             raise ConfigError("StyleTransfer needs a PairDataModule (the `data:` section of the config)")
-        self.pair_images = dm.images
-        self.objective.bind(self.pair_images, self.trainer.max_steps)
-        # Before the first step: a step that cannot fit fails now, with a tile size that fits (memory.py).
-        line = check_memory(self.objective, self.pair_images, self.trainer.strategy.root_device)
-        if line and self.trainer.is_global_zero:
-            sys.stderr.write(f"nst-pl: memory: {line}\n")
+        datamodule.setup("fit")
+        images = datamodule.images
+        self.schedule.fit(images.content.shape[-2:], trainer.max_steps)
+        check_init(self.init)
+        self.objective.bind(images, smallest_view=self.schedule.long_side(0), device=trainer.strategy.root_device)
+        if self.objective.step_memory and trainer.is_global_zero:
+            sys.stderr.write(f"nst-pl: memory: {self.objective.step_memory}\n")
+        self.pair_images = images
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if self.pair_images is None or self.pair_images is not getattr(datamodule, "images", None):
+            self.preflight(datamodule, self.trainer)
         if self.image.shape != self.pair_images.content.shape:
             with torch.no_grad():
-                self.image = nn.Parameter(self._initial_image())
+                self.image = nn.Parameter(initial_images(self.init, self.pair_images))
             self.image_ema = torch.zeros_like(self.image.data) if self.ema_decay else torch.empty(0)
-
-    def _initial_image(self) -> Tensor:
-        content = self.pair_images.content
-        if self.init == "content":
-            return content.clone()
-        if self.init == "noise":
-            return torch.rand_like(content)
-        if self.init == "style":
-            # Noise with each pair's (first) style image's per-channel colour mean and std.
-            stats = [s[0].flatten(1) for s in self.pair_images.styles]
-            mean = torch.stack([s.mean(1) for s in stats])[:, :, None, None]  # [N, 3, 1, 1]
-            std = torch.stack([s.std(1) for s in stats])[:, :, None, None]
-            return (mean + std * torch.randn_like(content)).clamp(0, 1)
-        # Anything else is a path to an image file, resized to the canvas of every pair.
-        img = load_image(self.init)
-        h, w = content.shape[-2:]
-        img = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        return img.expand_as(content).clone().clamp(0, 1)
 
     # ------------------------------------------------------------------ step
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        idx = batch.to(self.image.device)
+        size = self.schedule.view_size(self.global_step)
         world = self.trainer.world_size
-        if world > 1 and self.objective.tiled(self.global_step):
-            # Tiles, not pairs, are shared out: every rank takes all pairs and every world-th tile, the sums are
-            # all-reduced inside the objective, and every rank's terms are the whole loss. DDP averages the
-            # gradients of the ranks' tiles, hence the factor `world`; the logged terms are divided by it because
-            # _log_terms adds the ranks' values up.
+        # Who computes what, decided here: each rank its pairs (the loader's indices, data.py), except in a tiled step
+        # under DDP, where every rank takes all pairs and every world-th tile; the objective all-reduces the tiles'
+        # sums, so every rank's terms are the whole loss (logged divided by `world`: _log_terms adds the ranks up).
+        if world > 1 and self.objective.tiles_for(size) is not None:
             idx = torch.arange(len(self.pair_images.names), device=self.image.device)
-            terms = self.objective(
-                self._images(idx), idx, self.global_step, (self.global_rank, world), torch.distributed.all_reduce
-            )
+            shard = (self.global_rank, world)
+            terms = self.objective(self._images(idx), idx, size, shard, torch.distributed.all_reduce)
             self._log_terms({k: v.detach() / world for k, v in terms.items()})
-            return terms["total"].sum() * world
-        if idx.numel() == 0:
-            # A rank without pairs (more ranks than pairs) still takes part in DDP's gradient all-reduce, with a
-            # zero gradient, and in the all-reduce of the logged values.
-            zero = self.image.sum() * 0.0
-            self._log_terms({k: zero.detach()[None] for k in self.objective.term_names()})
-            return zero
-        terms = self.objective(self._images(idx), idx, self.global_step)
-        # Sum over pairs: each image gets exactly its own gradient. DDP averages gradients over ranks, and each
-        # image lives on one rank only, so multiply by the world size to undo the average.
-        loss = terms["total"].sum() * world
-        self._log_terms(terms)
-        return loss
+        else:
+            idx = batch.to(self.image.device)
+            if idx.numel() == 0:
+                # A rank without pairs (more ranks than pairs) still takes part in DDP's gradient all-reduce, with a
+                # zero gradient, and in the all-reduce of the logged values.
+                zero = self.image.sum() * 0.0
+                self._log_terms({k: zero.detach()[None] for k in self.objective.term_names()})
+                return zero
+            terms = self.objective(self._images(idx), idx, size)
+            self._log_terms(terms)
+        # Sum over pairs: each image gets exactly its own gradient (or its tiles' share). DDP averages gradients over
+        # ranks, and each image (or tile) lives on one rank only, so multiply by the world size to undo the average.
+        return terms["total"].sum() * world
 
     def _images(self, idx: Tensor) -> Tensor:
         # All pairs in order (one process, or tiles): the parameter itself, not an indexed copy of a print-size image.
@@ -236,7 +228,7 @@ class StyleTransfer(pl.LightningModule):
         for k, v in zip(keys, values):
             self.log(f"loss/{k}", v, on_step=True, prog_bar=k == "total")
         # The coarse-to-fine phase (long side of the view the loss sees), so that phase switches show in TensorBoard.
-        self.log("stylized/scale_long_side", float(self.objective.view_long_side(self.global_step)), on_step=True)
+        self.log("stylized/scale_long_side", float(self.schedule.long_side(self.global_step)), on_step=True)
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):
@@ -244,26 +236,7 @@ class StyleTransfer(pl.LightningModule):
             opt = self.optimizer_factory([self.image])
         except ValueError as err:  # torch.optim's own checks ("Invalid learning rate: -1.0"): say where to fix it
             raise ConfigError(f"model.optimizer: {err}") from err
-        if self.objective.tile_size and str(self.trainer.precision) == "16-mixed":
-            # The gradient scaler scales the step's returned loss, not the per-tile backward passes inside it.
-            raise ConfigError(
-                "model.tile_size cannot run with trainer.precision 16-mixed (its gradient scaler does not reach the "
-                "per-tile backward passes): use bf16-mixed or 32-true"
-            )
-        if isinstance(opt, torch.optim.LBFGS):
-            group = opt.param_groups[0]
-            if group["max_iter"] != 1:
-                raise ConfigError(
-                    f"LBFGS needs max_iter: 1 here (got {group['max_iter']}): Lightning runs one training_step per "
-                    "closure call, so one optimisation step must be one evaluation"
-                )
-            if self.trainer.world_size > 1 and group["line_search_fn"] is not None:
-                raise ConfigError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
-            if str(self.trainer.precision) == "16-mixed":
-                raise ConfigError(
-                    "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "
-                    "that is evaluated several times): use bf16-mixed, 32-true, or Adam"
-                )
+        check_optimizer(opt, str(self.trainer.precision), self.trainer.world_size, bool(self.objective.tile_size))
         return opt
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -280,8 +253,7 @@ class StyleTransfer(pl.LightningModule):
             )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        coarse = self.objective.view_long_side(self.global_step) < max(self.image.shape[-2:])
-        with scaled_lr(optimizer, self.coarse_lr_factor if coarse else 1.0):
+        with scaled_lr(optimizer, self.schedule.lr_factor(self.global_step)):
             super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Clamp after the step, never inside the closure (an LBFGS closure must see the point it is evaluating).
         with torch.no_grad():
@@ -299,54 +271,15 @@ class StyleTransfer(pl.LightningModule):
         outputs = []
         for i, (h, w) in enumerate(self.pair_images.sizes):  # crop first: colour statistics of the real image only
             out, content = x[i, :, :h, :w], self.pair_images.content[i, :, :h, :w].to(x.device)
-            if self.style_strength != 1.0:
-                out = towards_photo(out, content, self.style_strength)
-            if self.preserve_color == "luminance":
-                out = transfer_luminance(out, content)
-            elif self.preserve_color == "histogram":
-                out = match_color(out, content)
-            outputs.append(out.cpu())
+            outputs.append(output_picture(out, content, self.style_strength, self.preserve_color).cpu())
         return outputs
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # What a resume must not change, beside the hyper-parameters (see resume.py): the extractor's and the
-        # optimiser's classes and the pairs' names.
-        optimizers = self.trainer.optimizers if self._trainer is not None else []
-        checkpoint[NST_KEY] = {
-            "extractor": class_name(self.objective.extractor),
-            "optimizer": class_name(optimizers[0]) if optimizers else None,
-            "pairs": list(self.pair_images.names) if self.pair_images is not None else None,
-        }
+        checkpoint[NST_KEY] = checkpoint_record(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The image parameter is created in `setup` from the data, so it already has the checkpoint's shape; a
-        # mismatch means the resumed run was given other images (`nst-pl fit` refuses it earlier, in resume.py).
-        state = checkpoint["state_dict"]
-        saved = state.get("image")
-        if saved is not None and self.image.shape != saved.shape:
-            raise ConfigError(
-                f"the checkpoint holds images of shape {tuple(saved.shape)} but this run's data give "
-                f"{tuple(self.image.shape)}: resume with the same data.content, data.style and data.image_size"
-            )
-        # ema_decay may change on resume: carry the average reached so far over to the new decay (or drop it).
-        old_decay = (checkpoint.get("hyper_parameters") or {}).get("ema_decay", self.ema_decay)
-        steps = int(state.get("ema_steps", torch.zeros(())))
-        if not self.ema_decay:
-            state["image_ema"] = torch.empty(0)
-        elif "image_ema" not in state or state["image_ema"].shape != self.image.shape:
-            state["image_ema"] = torch.zeros_like(self.image.data)
-            state["ema_steps"] = torch.zeros((), dtype=torch.long)
-        elif old_decay != self.ema_decay and steps > 0:
-            average = averaged_image(saved, state["image_ema"], steps, old_decay)
-            state["image_ema"] = average * (1 - self.ema_decay**steps)  # bias-corrected: the same average now
-        # Lightning restores the optimiser's learning rate etc. from the checkpoint: the configured ones apply.
-        reapply_optimizer_options(checkpoint, self.optimizer_factory)
-
-
-def towards_photo(output: Tensor, photo: Tensor, style_strength: float) -> Tensor:
-    """`model.style_strength` applied to an output: photo + style_strength x (output - photo), clamped to [0, 1]."""
-    return (photo + style_strength * (output - photo)).clamp(0, 1)
+        fit_checkpoint(checkpoint, self)
 
 
 @contextmanager
@@ -363,10 +296,25 @@ def scaled_lr(optimizer, factor: float):
             group["lr"] = lr
 
 
-def averaged_image(image: Tensor, image_ema: Tensor, ema_steps: int, ema_decay: float | None) -> Tensor:
-    """The output before clamping: the bias-corrected EMA of the iterates when averaging is on and has started, else
-    the raw iterate. Works on the module's tensors and on a checkpoint's `state_dict` entries alike."""
-    if ema_decay and ema_steps > 0:
-        # Bias correction: the EMA starts at zero, so divide by the weight the iterates have accumulated.
-        return image_ema / (1 - ema_decay**ema_steps)
-    return image
+def check_optimizer(optimizer, precision: str, world_size: int, tiled: bool) -> None:
+    """Refuse an optimiser setup that cannot work here, before the first step."""
+    if tiled and precision == "16-mixed":
+        # The gradient scaler scales the step's returned loss, not the per-tile backward passes inside it.
+        raise ConfigError(
+            "model.tile_size cannot run with trainer.precision 16-mixed (its gradient scaler does not reach the "
+            "per-tile backward passes): use bf16-mixed or 32-true"
+        )
+    if isinstance(optimizer, torch.optim.LBFGS):
+        group = optimizer.param_groups[0]
+        if group["max_iter"] != 1:
+            raise ConfigError(
+                f"LBFGS needs max_iter: 1 here (got {group['max_iter']}): Lightning runs one training_step per "
+                "closure call, so one optimisation step must be one evaluation"
+            )
+        if world_size > 1 and group["line_search_fn"] is not None:
+            raise ConfigError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
+        if precision == "16-mixed":
+            raise ConfigError(
+                "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "
+                "that is evaluated several times): use bf16-mixed, 32-true, or Adam"
+            )

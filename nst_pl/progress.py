@@ -57,9 +57,9 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """The bar's postfix: the view's long side and the total loss (no `v_num`, no per-layer terms)."""
         metrics: dict[str, Any] = {}
-        objective = getattr(pl_module, "objective", None)
-        if objective is not None and getattr(objective, "images", None) is not None:
-            metrics["scale"] = f"{objective.view_long_side(max(0, trainer.global_step - 1))} px"
+        schedule = getattr(pl_module, "schedule", None)  # the coarse-to-fine schedule (schedule.py), once fitted
+        if schedule is not None and schedule.full is not None:
+            metrics["scale"] = f"{schedule.long_side(max(0, trainer.global_step - 1))} px"
         loss = trainer.progress_bar_metrics.get("loss/total")
         if loss is not None:
             metrics["loss"] = f"{float(loss):.4g}"

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from nst_pl.fit import debug
+from nst_pl.errors import debug
 
 VERBOSE_FLAG = "--verbose"
 

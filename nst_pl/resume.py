@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from nst_pl.errors import ConfigError
+from nst_pl.pictures import carry_average
 
 # What nst-pl stores in its checkpoints beside Lightning's keys (module.StyleTransfer.on_save_checkpoint).
 NST_KEY = "nst_pl"
@@ -137,9 +138,10 @@ def _optimizer_kind(optimizer_factory) -> tuple[str, frozenset[str], torch.optim
     return class_name(opt), frozenset(k for k in opt.param_groups[0] if k != "params"), opt
 
 
-def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule) -> None:
+def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule, max_steps: int) -> None:
     """Refuse options that cannot change on resume (one paragraph, every differing option with both values); warn
-    once about the options that do change. Decodes the images (`datamodule.setup`) to compare the image shape."""
+    once about the options that do change, and when the checkpoint has reached `max_steps` already. Decodes the
+    images (`datamodule.setup`) to compare the image shape."""
     fixed: list[str] = []
     changed: list[str] = []
     saved_hp = dict(ckpt.get("hyper_parameters") or {})
@@ -185,11 +187,46 @@ def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule)
         )
     if changed:
         rank_zero_warn(f"resuming from step {ckpt['global_step']} with changed options: {'; '.join(changed)}")
+    # A finished run resumed (e.g. to write its images after a full disk): say that nothing is optimised.
+    step = int(ckpt.get("global_step", 0))
+    if 0 <= max_steps <= step:
+        rank_zero_warn(
+            f"the checkpoint is at step {step} and trainer.max_steps is {max_steps}: no step runs, the images of step "
+            f"{step} are written; raise trainer.max_steps to optimise further"
+        )
 
 
 def _few(names: list[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return f"[{shown}{', …' if len(names) > limit else ''}] ({len(names)} pairs)"
+
+
+def checkpoint_record(model) -> dict[str, Any]:
+    """What a resume must not change, beside the hyper-parameters, as `StyleTransfer.on_save_checkpoint` stores it
+    under NST_KEY: the extractor's and the optimiser's classes and the pairs' names."""
+    optimizers = model.trainer.optimizers if model._trainer is not None else []
+    return {
+        "extractor": class_name(model.objective.extractor),
+        "optimizer": class_name(optimizers[0]) if optimizers else None,
+        "pairs": list(model.pair_images.names) if model.pair_images is not None else None,
+    }
+
+
+def fit_checkpoint(checkpoint: dict[str, Any], model) -> None:
+    """The checkpoint made fit for `model` before Lightning loads it (`StyleTransfer.on_load_checkpoint`): the same
+    image shape, the average carried over to this run's `ema_decay`, this run's optimiser options."""
+    # The image parameter is created in `setup` from the data, so it already has the checkpoint's shape; a mismatch
+    # means the resumed run was given other images (`nst-pl fit` refuses it earlier, in `check_resume`).
+    state = checkpoint["state_dict"]
+    saved = state.get("image")
+    if saved is not None and model.image.shape != saved.shape:
+        raise ConfigError(
+            f"the checkpoint holds images of shape {tuple(saved.shape)} but this run's data give "
+            f"{tuple(model.image.shape)}: resume with the same data.content, data.style and data.image_size"
+        )
+    carry_average(state, model.image.data, checkpoint.get("hyper_parameters") or {}, model.ema_decay)
+    # Lightning restores the optimiser's learning rate etc. from the checkpoint: the configured ones apply.
+    reapply_optimizer_options(checkpoint, model.optimizer_factory)
 
 
 def reapply_optimizer_options(checkpoint: dict[str, Any], optimizer_factory) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from nst_pl.config_files import split_configs
 from nst_pl.errors import ConfigError, NSTError, OutputError
 from nst_pl.fit import NSTCLI, make_cli
 from nst_pl.image_io import atomic_write_bytes, to_pil
@@ -139,17 +140,7 @@ def _split_command_line(argv: Sequence[str]) -> tuple[list[str], str | None, boo
 
 def command_line(content: str, style: str, rest: Sequence[str]) -> list[str]:
     """The `fit` command line of a stylize run: the recipe (vgg19 unless --config), the images, then the rest."""
-    rest = list(rest)
-    configs: list[str] = []
-    i = 0
-    while i < len(rest):  # every --config first, so that the images and later options win over them
-        if rest[i] == "--config" and i + 1 < len(rest):
-            configs += rest[i : i + 2]
-            del rest[i : i + 2]
-        elif rest[i].startswith("--config="):
-            configs.append(rest.pop(i))
-        else:
-            i += 1
+    configs, rest = split_configs(rest)  # every --config first, so that the images and later options win over them
     return [
         "fit",
         *(configs or ["--config", DEFAULT_CONFIG]),

@@ -1,12 +1,18 @@
-"""Every shipped YAML parses and runs end to end through `nst-pl fit` (tiny images, random weights)."""
+"""Every shipped YAML parses and runs end to end through `nst-pl fit` (tiny images, random weights), and the recipes
+are found as the README says: `configs/NAME.yaml` from the repository root, a bundled name from any folder, also
+after a wheel install."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, cli_fit_args
+from helpers import REPO, cli_fit_args
 
 from nst_pl.cli import main
 
@@ -53,6 +59,46 @@ def test_print_config(capsys):
     assert out["image_logger"]["every_n_steps"] == shipped["image_logger"]["every_n_steps"]
     assert out["model"]["relative_losses"] == "shared"  # a string value of the bool | Literal option survives
     assert out["trainer"]["use_distributed_sampler"] is False
+
+
+def test_the_design_cards_command_works_from_the_repository_root(tmp_path, monkeypatch, capsys):
+    # One copy of the recipes: the top-level configs/ is the package's.
+    assert (REPO / "configs" / "resnet.yaml").resolve() == (REPO / "nst_pl" / "configs" / "resnet.yaml").resolve()
+    for folder in (REPO, tmp_path):  # configs/NAME.yaml names the bundled recipe where no such file exists
+        monkeypatch.chdir(folder)
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", "--config", "configs/resnet.yaml", "--print_config"])
+        assert exit_.value.code in (0, None)
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["extractor"]["class_path"] == "nst_pl.extractors.ResNet50"
+
+
+def test_a_bundled_recipe_works_from_an_empty_folder_after_a_wheel_install(tmp_path):
+    """The wheel carries the recipes: build it from the source, install it alone into a folder, and run its
+    `nst-pl fit --config vgg19 --print_config` from an empty folder (nothing of the checkout on the path)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "nst_pl", source / "nst_pl", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path, source], check=True)
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, *tmp_path.glob("*.whl")], check=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NST_PL_DEBUG")}
+    env["PYTHONPATH"] = str(site)
+    where = subprocess.run(
+        [sys.executable, "-c", "import nst_pl; print(nst_pl.__file__)"], cwd=empty, env=env, capture_output=True
+    )
+    assert Path(where.stdout.decode().strip()).is_relative_to(site), where  # the installed package, not the checkout
+    done = subprocess.run(
+        [site / "bin" / "nst-pl", "fit", "--config", "vgg19", "--print_config"], cwd=empty, env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert yaml.safe_load(done.stdout)["model"]["extractor"]["class_path"] == "nst_pl.extractors.VGG19"
+    assert not any(empty.iterdir())
 
 
 def test_help_lists_model_options(capsys):

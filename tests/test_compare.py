@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, without_onnxruntime
+from helpers import REPO, without_onnxruntime
 from PIL import Image
 
 from nst_pl import compare, report

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from helpers import (
     assert_clear_error,
     cli_fit_args,
     fail_tensorboard_writes,
@@ -174,8 +174,8 @@ def _steps(folder: Path) -> list[int]:
 
 def _disk_full_at(monkeypatch, where: str) -> tuple[str, ...]:
     """The disk fills at `where`, after the previous checks passed; returns words the error must contain."""
-    import nst_pl.callbacks as callbacks
-    from nst_pl.fit import NSTArgumentParser
+    import nst_pl.run_folder as run_folder
+    from nst_pl.parser import NSTArgumentParser
 
     enospc = OSError(errno.ENOSPC, "No space left on device")
     if where == "probe":  # a truly full disk: creating the empty probe file works, its data block does not
@@ -183,7 +183,7 @@ def _disk_full_at(monkeypatch, where: str) -> tuple[str, ...]:
         def fsync(fd):
             raise enospc
 
-        monkeypatch.setattr(callbacks, "os", SimpleNamespace(**{**vars(os), "fsync": fsync}))  # the probe's only
+        monkeypatch.setattr(run_folder, "os", SimpleNamespace(**{**vars(os), "fsync": fsync}))  # the probe's only
         return "cannot write the output folder", "No space left", "Free some disk space"
     if where == "tensorboard":
         fail_tensorboard_writes(monkeypatch, 1)

@@ -13,7 +13,7 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
-from conftest import OFFLINE_VGG16, SHARED
+from helpers import OFFLINE_VGG16, SHARED
 from torch import nn
 
 from nst_pl.extractors import (
@@ -330,7 +330,7 @@ def test_a_file_of_another_architecture_is_named(tmp_path) -> None:
 
 
 def test_guess_architecture_from_keys_and_shapes() -> None:
-    from nst_pl.extractors.base import guess_architecture
+    from nst_pl.extractors.weights import guess_architecture
 
     def keys_of(builder):  # shapes only: built on the meta device, nothing is allocated or initialised
         with torch.device("meta"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, png_header_claiming
+from helpers import REPO, png_header_claiming
 from PIL import Image
 
 from nst_pl import image_io

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO, without_onnxruntime
+from helpers import REPO, without_onnxruntime
 
 from nst_pl.image_io import load_image
 from nst_pl.judge import JUDGE_CONTENT_LAYER, JUDGE_LAYERS, JUDGE_STYLE_LAYERS, Judge

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, SHALLOW, TEST_RECIPE, LossRecorder, fit, make_image, tiny_trainer
+from helpers import REPO, SHALLOW, TEST_RECIPE, LossRecorder, fit, make_image, tiny_trainer
 from PIL import Image
 
 from nst_pl.callbacks import ImageLogger

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
+from helpers import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
+from nst_pl.pictures import initial_images
 
 
 def lbfgs(params):
@@ -45,7 +46,7 @@ def test_coarse_to_fine_schedule_and_final_size(tmp_path, pair_dirs):
 
     class Spy(__import__("pytorch_lightning").Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            sizes.append(pl_module.objective.view_size(trainer.global_step))
+            sizes.append(pl_module.schedule.view_size(trainer.global_step))
 
     model, data, trainer = fit(
         tmp_path,
@@ -68,7 +69,7 @@ def test_coarse_to_fine_validation(tmp_path, pair_dirs):
         StyleTransfer(VGG16(weights=None), scales=[64], scale_steps=[10, 10])
     with pytest.warns(UserWarning, match="max_steps is 4"):
         short, *_ = fit(tmp_path, *pair_dirs, max_steps=4, model_kw={"scales": [24, 36], "scale_steps": [100, 100]})
-    assert short.objective.scale_steps == [1, 1]  # shrunk to 2/3 of the run: the full size keeps the last 2 steps
+    assert short.schedule.steps == [1, 1]  # shrunk to 2/3 of the run: the full size keeps the last 2 steps
     with pytest.raises(ValueError, match="ascending"):
         StyleTransfer(VGG16(weights=None), scales=[128, 64], scale_steps=[1, 1])
 
@@ -116,7 +117,7 @@ def test_initialisations(tmp_path, pair_dirs, init):
     content, style = pair_dirs
     value = str(make_image(tmp_path / "start.png", (20, 30), seed=9)) if init == "file" else init
     model, data, _ = fit(tmp_path, content, style, max_steps=1, model_kw={"init": value})
-    image = model._initial_image()
+    image = initial_images(value, data.images)
     assert image.shape == data.images.content.shape
     assert (image - data.images.content).abs().mean() > 0.05  # not the content photo
     if init == "style":
@@ -189,7 +190,7 @@ def _losses_of_a_random_image(root, pair_dirs, norm: str, relative) -> dict:
     tiny_trainer(root / f"{norm}_{relative}", max_steps=1).fit(model, datamodule=data)
     with torch.no_grad():
         model.image.copy_(torch.rand_like(model.image, generator=torch.Generator().manual_seed(1)))
-        return model.objective(model.image, torch.tensor([0]), step=0)
+        return model.objective(model.image, torch.tensor([0]))
 
 
 @pytest.mark.parametrize("relative", [True, "shared"])

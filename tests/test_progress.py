@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import cli_fit_args
+from helpers import cli_fit_args
 
 from nst_pl.cli import main
 from nst_pl.progress import StepProgressBar

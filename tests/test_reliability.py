@@ -24,18 +24,20 @@ import pytest
 import torch
 import torchvision
 import yaml
-from conftest import REPO, assert_clear_error, cli_fit_args, fail_writes, make_image, png_header_claiming
-from conftest import run_cli as run
+from helpers import REPO, assert_clear_error, cli_fit_args, fail_writes, make_image, png_header_claiming
+from helpers import run_cli as run
 from PIL import Image
 
 from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
-from nst_pl.cli import NSTCLI, USER_ERRORS, main
+from nst_pl.cli import USER_ERRORS, main
 from nst_pl.data import PairDataModule
 from nst_pl.errors import ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
-from nst_pl.module import StyleTransfer, averaged_image
-from nst_pl.objective import DEFAULT_STYLE_LAYERS, _layer_weights
+from nst_pl.fit import NSTCLI
+from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer
+from nst_pl.objective import _layer_weights
+from nst_pl.pictures import averaged_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ORIGINAL_WRITE_ALL = image_io._write_all
@@ -298,7 +300,7 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
     args[args.index("--model.extractor") + 1] = f"nst_pl.extractors.{cls.__name__}"
     model = yaml.safe_load(config.read_text())["model"] if config else {}  # else: StyleTransfer's default layers
     extractor = cls(weights=None)
-    layers = model.get("content_layers", ["relu4_2"]) + model.get("style_layers", DEFAULT_STYLE_LAYERS)
+    layers = list(model.get("content_layers", ["relu4_2"])) + list(model.get("style_layers", DEFAULT_STYLE_LAYERS))
     minimum = extractor.min_input_size(layers)
     if minimum == 1:
         pytest.skip(f"no input is too small for {cls.__name__}: its padded convolutions keep every stage >= 1 px")

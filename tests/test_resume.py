@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import assert_clear_error, cli_fit_args, make_image, run_cli
+from helpers import assert_clear_error, cli_fit_args, make_image, run_cli
 from PIL import Image
 
 from nst_pl.cli import main

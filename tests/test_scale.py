@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import (
+from helpers import (
     REPO,
     SHALLOW,
     TEST_RECIPE,
@@ -94,7 +94,7 @@ def test_mixed_precision_gradient_points_the_same_way_as_fp32(pair_dirs):
         model.objective._targets.clear()
         model.image.grad = None
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            total = model.objective(model.image, torch.tensor([0]), step=0)["total"].sum()
+            total = model.objective(model.image, torch.tensor([0]))["total"].sum()
         total.backward()
         grads[dtype], totals[dtype] = model.image.grad.clone(), total.item()
     for dtype in (torch.bfloat16, torch.float16):
@@ -181,8 +181,8 @@ def test_each_pair_in_a_batch_equals_its_single_pair_run(tmp_path):
     # scale invariance would otherwise hide).
     with torch.no_grad():
         many.image[0] = alone.image[0]
-        t_many = many.objective(many.image, torch.arange(4), many.global_step)
-        t_alone = alone.objective(alone.image, torch.tensor([0]), alone.global_step)
+        t_many = many.objective(many.image, torch.arange(4), many.schedule.view_size(many.global_step))
+        t_alone = alone.objective(alone.image, torch.tensor([0]), alone.schedule.view_size(alone.global_step))
     for key in ("total", "content", "style", "style/relu1_1"):
         assert t_many[key][0].item() == pytest.approx(t_alone[key][0].item(), rel=1e-5), key
     # the same content with the other style went elsewhere: the comparisons above are not vacuous
@@ -241,7 +241,7 @@ def _losses(run: Path) -> list[float]:
 def _two_ranks(args: list[str]) -> subprocess.CompletedProcess:
     """`nst-pl fit` on 2 gloo CPU ranks through the real CLI: Lightning's launcher re-executes the command line for
     rank 1."""
-    env = subprocess_env()  # without this process's rendezvous variables (see conftest)
+    env = subprocess_env()  # without this process's rendezvous variables (see helpers.py)
     proc = subprocess.run(
         [sys.executable, "-m", "nst_pl.cli", *args, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--verbose"],
         cwd=REPO,

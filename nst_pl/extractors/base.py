@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import pickle
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 import torch
-import torch.fx
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from nst_pl.errors import ConfigError, WeightsError
+from nst_pl.errors import ConfigError
+
+from .reach import Reach, reach_through
+from .weights import load_weights, looks_like_caffe_vgg16, weights_member
 
 # Statistics the weights were trained with, for RGB input in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,30 +35,6 @@ NORMALIZATIONS = {
     "caffe": (CAFFE_MEAN, CAFFE_STD),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Where a feature position looks along one axis: position o of the map depends on input pixels
-    o·stride + lo … o·stride + hi (both ends included; pixels outside the image are the convolutions' padding)."""
-
-    stride: int = 1
-    lo: int = 0
-    hi: int = 0
-
-    def then(self, kernel: int, stride: int, padding: int, dilation: int = 1) -> Reach:
-        """The reach after a sliding window (convolution or pooling) applied to this map."""
-        return Reach(
-            self.stride * stride,
-            self.lo - padding * self.stride,
-            self.hi + (dilation * (kernel - 1) - padding) * self.stride,
-        )
-
-    def union(self, other: Reach) -> Reach:
-        """The reach of a sum of two maps (a residual connection)."""
-        if other.stride != self.stride:
-            raise ValueError(f"branches with strides {self.stride} and {other.stride} cannot be added")
-        return Reach(self.stride, min(self.lo, other.lo), max(self.hi, other.hi))
 
 
 def swag(features: Tensor, temperature: float = 1.0) -> Tensor:
@@ -127,8 +100,8 @@ class FeatureExtractor(nn.Module):
         """
         super().__init__()
         trunk = self._build_trunk()
-        member = self._weights_member(weights)
-        self.weights = self._load_weights(trunk, weights, member)  # short description, for repr
+        member = weights_member(type(self), weights)
+        self.weights = load_weights(self, trunk, weights, member)  # short description, for repr
         stages = self._named_stages(trunk)
         self.stages = nn.ModuleList(m for _, m in stages)
         # Tap name -> index of the stage whose output it is. Aliases (ResNet "layer1" = its last block) share
@@ -140,10 +113,10 @@ class FeatureExtractor(nn.Module):
             self._tap_stage.update({a: i for a, target in aliases.items() if target == name})
         self._valid = list(self._tap_stage)
 
-        self.normalization, mean_, std_ = self._resolve_normalization(normalization, mean, std, member)
+        self.normalization, mean_, std_ = normalization_stats(self._name, normalization, mean, std, member)
         self.register_buffer("mean", torch.tensor(mean_).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std_).view(1, 3, 1, 1), persistent=False)
-        if getattr(self, "_caffe_weights", False) and max(std_) > 0.05:  # the Caffe std is 1/255 ≈ 0.004
+        if weights is not None and max(std_) > 0.05 and looks_like_caffe_vgg16(trunk):  # Caffe's std: 1/255
             rank_zero_warn(
                 f"{self._name}: the weights {self.weights!r} look like the Caffe VGG16 (trained on 0..255 pixels minus "
                 f"the mean pixel) but the normalization is {self.normalization!r}: set `normalization: caffe` "
@@ -204,7 +177,7 @@ class FeatureExtractor(nn.Module):
             rows = cols = Reach()
             self._reach = []
             for stage in self.stages:
-                rows, cols = _reach_through(stage, rows, 0), _reach_through(stage, cols, 1)
+                rows, cols = reach_through(stage, rows, 0), reach_through(stage, cols, 1)
                 self._reach.append((rows, cols))
         names = self._sorted(layers)
         return {n: self._reach[self._tap_stage[n]] for n in names}
@@ -314,72 +287,16 @@ class FeatureExtractor(nn.Module):
         return self._tap_stage[sorted_names[-1]]
 
     def _meta_stages(self) -> nn.ModuleList:
-        # Shapes come from the network itself, run on meta tensors (no arithmetic), so every kind of layer counts.
-        # The copy swaps every weight for a meta tensor, so it costs no memory.
+        # A plain attribute, not a submodule: it must stay out of state_dict, .to() and the module tree.
         if self._meta is None:
-            tensors = [*self.stages.parameters(), *self.stages.buffers()]
-            # float32 whatever the network's dtype: the probes below run float32 meta tensors.
-            memo = {
-                id(t): torch.empty_like(t, device="meta", dtype=torch.float32 if t.is_floating_point() else t.dtype)
-                for t in tensors
-            }
-            stages = copy.deepcopy(self.stages, memo)
-            for m in stages.modules():  # hooks that users put on the real network must not see these runs
-                m._forward_hooks.clear()
-                m._forward_pre_hooks.clear()
-            # A plain attribute, not a submodule: it must stay out of state_dict, .to() and the module tree.
-            object.__setattr__(self, "_meta", stages)
+            object.__setattr__(self, "_meta", _meta_copy(self.stages))
         return self._meta
 
     def _min_side_for(self, last_stage: int) -> int:
-        stages = self._meta_stages()[: last_stage + 1]
-
-        def fits(side: int) -> bool:
-            x = torch.empty(1, 3, side, side, device="meta")
-            try:
-                for stage in stages:
-                    x = stage(x)
-                    if min(x.shape[-2:]) < 1:
-                        return False
-            except RuntimeError:  # torch refuses a kernel larger than its (padded) input
-                return False
-            return True
-
-        high = 1
-        while not fits(high):  # doubling, then bisection: few runs whatever the answer
-            if high >= 1 << 14:
-                raise RuntimeError(f"{self._name}: no input size up to {high} px reaches stage {last_stage}")
-            high *= 2
-        low = high // 2 + 1 if high > 1 else 1
-        while low < high:
-            mid = (low + high) // 2
-            low, high = (low, mid) if fits(mid) else (mid + 1, high)
-        return low
-
-    def _resolve_normalization(
-        self,
-        normalization: str,
-        mean: tuple[float, float, float] | None,
-        std: tuple[float, float, float] | None,
-        member: WeightsEnum | None,
-    ) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
-        if (mean is None) != (std is None):
-            raise ConfigError(f"{self._name}: give both `mean` and `std`, or neither")
-        if mean is not None and std is not None:
-            if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-                raise ConfigError(f"{self._name}: mean/std need 3 values (RGB), std > 0; got {mean}, {std}")
-            return "custom", tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        if normalization == "auto":
-            if member is not None:  # the statistics these torchvision weights were trained with
-                t = member.transforms()
-                return f"auto ({member})", tuple(t.mean), tuple(t.std)
-            return "auto (imagenet)", IMAGENET_MEAN, IMAGENET_STD
-        if normalization not in NORMALIZATIONS:
-            raise ConfigError(
-                f"{self._name}: unknown normalization {normalization!r}; "
-                f"choose one of: auto, {', '.join(NORMALIZATIONS)} (or give mean and std)"
-            )
-        return (normalization, *NORMALIZATIONS[normalization])
+        side = _smallest_side(self._meta_stages()[: last_stage + 1])
+        if side is None:
+            raise RuntimeError(f"{self._name}: no input size up to 16384 px reaches stage {last_stage}")
+        return side
 
     def _resolve_smoothing(self, smoothing: float | Mapping[str, float] | None) -> dict[str, float]:
         if smoothing is None:
@@ -391,204 +308,70 @@ class FeatureExtractor(nn.Module):
                 raise ConfigError(f"{self._name}: smoothing temperature for {name!r} must be > 0, got {t!r}")
         return {n: float(t) for n, t in temps.items()}
 
-    # ---------------------------------------------------------------------------------------- weights
-    def _weights_member(self, weights: str | os.PathLike | None) -> WeightsEnum | None:
-        """The torchvision weights enum member that `weights` names, or None (random init or a file)."""
-        if not isinstance(weights, str):
+
+def normalization_stats(
+    name: str,
+    normalization: str,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+    member: WeightsEnum | None,
+) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+    """(description, mean, std) of the input statistics that an extractor's options ask for (see its Args)."""
+    if (mean is None) != (std is None):
+        raise ConfigError(f"{name}: give both `mean` and `std`, or neither")
+    if mean is not None and std is not None:
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ConfigError(f"{name}: mean/std need 3 values (RGB), std > 0; got {mean}, {std}")
+        return "custom", tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if normalization == "auto":
+        if member is not None:  # the statistics these torchvision weights were trained with
+            t = member.transforms()
+            return f"auto ({member})", tuple(t.mean), tuple(t.std)
+        return "auto (imagenet)", IMAGENET_MEAN, IMAGENET_STD
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"{name}: unknown normalization {normalization!r}; "
+            f"choose one of: auto, {', '.join(NORMALIZATIONS)} (or give mean and std)"
+        )
+    return (normalization, *NORMALIZATIONS[normalization])
+
+
+def _meta_copy(stages: nn.ModuleList) -> nn.ModuleList:
+    """The stages with every weight swapped for a float32 meta tensor: shapes come from the network itself (every
+    kind of layer counts), run without arithmetic and without memory."""
+    tensors = [*stages.parameters(), *stages.buffers()]
+    memo = {
+        id(t): torch.empty_like(t, device="meta", dtype=torch.float32 if t.is_floating_point() else t.dtype)
+        for t in tensors
+    }
+    copied = copy.deepcopy(stages, memo)
+    for m in copied.modules():  # hooks that users put on the real network must not see these runs
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    return copied
+
+
+def _smallest_side(stages: nn.ModuleList, limit: int = 1 << 14) -> int | None:
+    """The smallest square input side (up to `limit`) for which every stage has an output of at least 1x1."""
+
+    def fits(side: int) -> bool:
+        x = torch.empty(1, 3, side, side, device="meta")
+        try:
+            for stage in stages:
+                x = stage(x)
+                if min(x.shape[-2:]) < 1:
+                    return False
+        except RuntimeError:  # torch refuses a kernel larger than its (padded) input
+            return False
+        return True
+
+    high = 1
+    while not fits(high):  # doubling, then bisection: few runs whatever the answer
+        if high >= limit:
             return None
-        enum = self.weights_enum
-        name = self.default_weights if weights == "imagenet" else weights.removeprefix(enum.__name__ + ".")
-        return enum[name] if name in enum.__members__ else None
-
-    def _load_weights(self, trunk: nn.Module, weights: str | os.PathLike | None, member: WeightsEnum | None) -> str:
-        if weights is None:
-            return "random"
-        if member is not None:
-            sd, source = self._download(member), str(member)
-        elif isinstance(weights, (str, os.PathLike)):
-            sd, source = self._read_file(Path(weights)), os.fspath(weights)
-        else:
-            raise ConfigError(f"{self._name}: weights must be a string or None, got {type(weights).__name__}")
-        guess = guess_architecture(sd)
-        sd, prefix = self._adapt_state_dict(sd)
-        self._check_and_load(trunk, sd, prefix, source, guess)
-        self._caffe_weights = looks_like_caffe_vgg16(trunk)
-        return "imagenet" if weights == "imagenet" else source
-
-    def _download(self, member: WeightsEnum) -> dict[str, Any]:
-        url = member.url
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-        try:
-            # Looked up on torch.hub at call time (not imported by name) so tests can monkeypatch it.
-            return torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", progress=True, check_hash=True, weights_only=True
-            )
-        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-            corrupt = " The cached file exists but could not be read: delete it and retry." if cached.exists() else ""
-            raise WeightsError(
-                f"{self._name}: could not get torchvision weights {member} ({type(e).__name__}: {e}).{corrupt}\n"
-                f"torchvision wanted {url}\n"
-                f"cached as {cached}\n"
-                f"Fix: download that file on a machine with internet access and put it at the path above "
-                f"(TORCH_HOME moves the cache), or pass a local state dict with `weights: /path/to/state_dict.pth` "
-                f"(YAML: model.extractor.init_args.weights), or `weights: null` for random weights."
-            ) from e
-
-    def _read_file(self, path: Path) -> dict[str, Any]:
-        path = path.expanduser()
-        if not path.is_file():
-            choices = ", ".join(["imagenet", *self.weights_enum.__members__])
-            raise WeightsError(
-                f"{self._name}: weights file not found: {path} (absolute: {path.absolute()}). `weights` takes "
-                f"one of {choices}, a path to a state-dict file, or null for random weights."
-            )
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle, zip and weights_only errors all mean "not a plain state dict"
-            raise WeightsError(f"{self._name}: could not read {path} as a state dict: {e}") from e
-        # Tolerate the two common wrappers: {"state_dict": {...}} and DDP's "module." prefix.
-        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-            obj = obj["state_dict"]
-        if not isinstance(obj, Mapping):
-            raise WeightsError(f"{self._name}: {path} holds a {type(obj).__name__}, not a state dict")
-        if obj and all(k.startswith("module.") for k in obj):
-            obj = {k.removeprefix("module."): v for k, v in obj.items()}
-        return dict(obj)
-
-    def _check_and_load(
-        self, trunk: nn.Module, sd: Mapping[str, Any], prefix: str, source: str, guess: str | None = None
-    ) -> None:
-        """Load `sd` into `trunk` or raise a WeightsError naming the missing and mismatched keys, and the
-        architecture the file looks like (`guess`, from `guess_architecture`) when it is another one."""
-        expected = trunk.state_dict()
-        # BatchNorm's counter is unused in eval mode and absent from old checkpoints.
-        missing = [prefix + k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
-        mismatched = [
-            f"{prefix + k} (file {tuple(sd[k].shape) if isinstance(sd[k], Tensor) else type(sd[k]).__name__}, "
-            f"{self._name} {tuple(v.shape)})"
-            for k, v in expected.items()
-            if k in sd and not (isinstance(sd[k], Tensor) and sd[k].shape == v.shape)
-        ]
-        if missing or mismatched:
-            parts = [f"{len(missing)} missing key(s): {_few(missing)}"] if missing else []
-            parts += [f"{len(mismatched)} shape mismatch(es): {_few(mismatched)}"] if mismatched else []
-            hint = ""
-            if guess in _ARCH_NAMES and guess != f"nst_pl.extractors.{self._name}":
-                hint = f" This looks like {_ARCH_NAMES[guess]} state dict: use {guess} (model.extractor.class_path)."
-            elif guess and guess not in _ARCH_NAMES:
-                hint = f" This looks like the state dict of {guess}."
-            elif guess is None and sd:
-                hint = " The file does not look like a torchvision VGG, AlexNet or ResNet state dict."
-            raise WeightsError(
-                f"{self._name}: weights {source!r} do not fit this architecture; " + "; ".join(parts) + ". "
-                f"Expected {self.key_hint}.{hint}"
-            )
-        trunk.load_state_dict({k: sd.get(k, v) for k, v in expected.items()})
-
-
-# `guess_architecture`'s answers that are one of ours, as the error message names them.
-_ARCH_NAMES = {
-    "nst_pl.extractors.VGG16": "a VGG16",
-    "nst_pl.extractors.VGG19": "a VGG19",
-    "nst_pl.extractors.AlexNet": "an AlexNet",
-    "nst_pl.extractors.ResNet50": "a ResNet-50",
-}
-# Conv layers of the torchvision VGGs (3x3 kernels only) by count.
-_VGG_BY_CONVS = {8: "VGG11", 10: "VGG13", 13: "VGG16", 16: "VGG19"}
-_RESNET_BY_BLOCKS = {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34/50", (3, 4, 23, 3): "101", (3, 8, 36, 3): "152"}
-
-
-def guess_architecture(sd: Mapping[str, Any]) -> str | None:
-    """The architecture a state dict looks like, from its keys and shapes: `nst_pl.extractors.VGG16` (…) when it is
-    one of ours, a plain description ("a ResNet-18 (not supported) …") when it is another, None when unknown."""
-    keys = [k.removeprefix("module.") for k in sd]
-    if any(k.startswith("layer1.0.") for k in keys):  # torchvision ResNet
-        blocks = tuple(len({k.split(".")[1] for k in keys if k.startswith(f"layer{i}.")}) for i in range(1, 5))
-        bottleneck = any(k.startswith("layer1.0.conv3.") for k in keys)
-        depth = _RESNET_BY_BLOCKS.get(blocks, "?")
-        if depth == "34/50":
-            depth = "50" if bottleneck else "34"
-        return "nst_pl.extractors.ResNet50" if depth == "50" else f"a ResNet-{depth} (not supported: use ResNet50)"
-    convs = [v for k, v in sd.items() if isinstance(v, Tensor) and v.ndim == 4 and k.endswith("weight")]
-    if not convs:
-        return None
-    if tuple(convs[0].shape[-2:]) == (11, 11) and len(convs) == 5:
-        return "nst_pl.extractors.AlexNet"
-    if all(tuple(c.shape[-2:]) == (3, 3) for c in convs) and len(convs) in _VGG_BY_CONVS:
-        name = _VGG_BY_CONVS[len(convs)]
-        batch_norm = any(k.endswith("running_mean") for k in keys)
-        if name in ("VGG16", "VGG19") and not batch_norm:
-            return f"nst_pl.extractors.{name}"
-        return f"a {name}{' with batch norm' if batch_norm else ''} (not supported: use VGG16 or VGG19)"
-    return None
-
-
-# Caffe-convention weights: why a fingerprint and not a statistic. A ReLU network is (nearly) scale-homogeneous: the
-# Caffe VGG16, trained on 0..255 pixels, has first-layer weights of the same magnitude as ImageNet-convention ones
-# (measured on the offline Caffe VGG16: conv1_1 std 0.18; torchvision's random init 0.058; torchvision's ImageNet
-# VGG16 conv1_1 values are of the same order, ±0.5) and negligible biases, so it runs as well on ImageNet-normalised
-# input, only ~57x (0.225 * 255) weaker. Magnitudes cannot tell the two conventions apart; the weights can be
-# recognised. These are the first 8 filters of the Caffe ImageNet VGG16's conv1_1 (summed over the colour channels,
-# so RGB and BGR ports match), the network behind torchvision's VGG16 IMAGENET1K_FEATURES and most Caffe ports.
-_CAFFE_VGG16_CONV1 = (
-    1.336, 1.069, -0.207, 0.83, 0.115, -1.099, -0.148, -0.769, -1.127, -0.037, 0.033, 0.028, -0.029, 0.063, 0.022,
-    -0.032, 0.031, 0.009, 0.122, 0.004, -0.35, 0.491, 0.454, -0.269, 0.045, -0.012, -0.393, 1.07, 0.779, 0.915,
-    0.268, -1.131, -0.155, -0.024, -1.248, -0.479, -0.267, 0.616, 0.59, -0.551, 0.588, 0.521, -0.799, -0.401,
-    -0.292, 0.067, 0.017, 0.089, 0.033, 0.008, 0.008, 0.042, 0.063, 0.038, 0.215, -0.362, -0.554, 0.463, -0.174,
-    -0.481, 0.542, 0.309, 0.042, 0.25, 0.544, 0.556, -0.55, -0.277, 0.317, -0.649, -0.456, 0.131,
-)  # fmt: skip
-
-
-def looks_like_caffe_vgg16(trunk: nn.Module) -> bool:
-    """True when the first conv's first 8 filters are the Caffe VGG16's (cosine similarity > 0.9; an independently
-    trained or random network is near 0: its filters come in another order)."""
-    conv = next((m for m in trunk.modules() if isinstance(m, nn.Conv2d)), None)
-    if conv is None or tuple(conv.weight.shape) != (64, 3, 3, 3):
-        return False
-    mine = conv.weight.detach()[:8].float().sum(1).flatten()
-    ref = torch.tensor(_CAFFE_VGG16_CONV1)
-    return bool(torch.nn.functional.cosine_similarity(mine, ref, dim=0) > 0.9)
-
-
-def _pair(value, axis: int) -> int:
-    return value[axis] if isinstance(value, (tuple, list)) else value
-
-
-def _reach_through(module: nn.Module, reach: Reach, axis: int) -> Reach:
-    """`reach` after `module`: a sliding window (anything with kernel_size and stride: convolutions, pooling)
-    widens it; a sequence composes; a module with branches is traced with torch.fx and its branches are joined
-    where they meet; any other leaf (ReLU, BatchNorm, …) acts on each position alone."""
-    if hasattr(module, "kernel_size") and hasattr(module, "stride"):
-        kernel, stride = _pair(module.kernel_size, axis), _pair(module.stride or module.kernel_size, axis)
-        dilation = _pair(getattr(module, "dilation", 1), axis)
-        padding = getattr(module, "padding", 0)
-        if isinstance(padding, str):  # Conv2d's "valid" / "same" (stride 1)
-            padding = 0 if padding == "valid" else dilation * (kernel - 1) // 2
-        return reach.then(kernel, stride, _pair(padding, axis), dilation)
-    children = list(module.children())
-    if not children:
-        return reach
-    if isinstance(module, nn.Sequential):
-        for child in children:
-            reach = _reach_through(child, reach, axis)
-        return reach
-    graph = torch.fx.symbolic_trace(module).graph
-    at: dict[torch.fx.Node, Reach] = {}
-    for node in graph.nodes:
-        inputs = [at[a] for a in node.all_input_nodes if a in at]
-        if node.op == "placeholder":
-            at[node] = reach
-        elif node.op == "output":
-            return inputs[0]
-        elif inputs:
-            joined = inputs[0]
-            for other in inputs[1:]:
-                joined = joined.union(other)
-            at[node] = (
-                _reach_through(module.get_submodule(node.target), joined, axis) if node.op == "call_module" else joined
-            )
-    raise ValueError(f"{type(module).__name__}: no output found when tracing it")
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f", … ({len(items) - n} more)" if len(items) > n else "")
+        high *= 2
+    low = high // 2 + 1 if high > 1 else 1
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid + 1, high)
+    return low

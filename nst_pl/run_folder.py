@@ -1,4 +1,5 @@
-"""Run folders claimed atomically: two runs started at once into one root get distinct `version_<k>` folders.
+"""The run's folder: every output folder probed before any work (`check_writable`), and `version_<k>` claimed
+atomically (`claim_version`): two runs started at once into one root get distinct folders.
 
 Lightning's loggers pick `version_<k>` by listing the folder and taking the largest k plus one; two runs (fresh or
 resumed) that list it at the same moment both take the same k and overwrite each other's images. Here the folder
@@ -7,7 +8,10 @@ is created with `os.mkdir`, which fails for all but one process: the others move
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 from pathlib import Path
 
 from nst_pl.errors import OutputError
@@ -36,3 +40,27 @@ def claim_version(logger) -> None:
         logger._version = version
         return
     raise OutputError(f"no free version_<k> folder in '{root}': clean it up or choose another default_root_dir")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before the first step, not after an hour, when the output folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # One probe name per process: DDP ranks may check the same folder at the same time.
+        probe = folder / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            # Some bytes, synced: an empty file needs no data block and is created even on a full disk.
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+        fix = "Free some disk space there, or choose" if full else "Choose"
+        raise OutputError(
+            f"cannot write the output folder '{folder}': {err.strerror or err}. {fix} a writable location with "
+            "--trainer.default_root_dir DIR (or the logger's save_dir)"
+        ) from None

@@ -1,0 +1,86 @@
+"""The coarse-to-fine schedule: the size of the view that the loss sees at each step.
+
+    schedule = Schedule(scales=[128, 181], steps=[60, 40], lr_factor=0.5)
+    schedule.fit(full=(384, 512), max_steps=300)   # the run's canvas, and the run length the phases must fit in
+    schedule.view_size(70)                          # (136, 181): a downscaled view of the image
+    schedule.lr_factor(70)                          # 0.5: the optimiser's step size is halved in the coarse phases
+
+The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
+coarse phases the loss sees a downscaled copy of it. The module, its progress bar and its optimiser step all ask
+this one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import accumulate
+
+from pytorch_lightning.utilities import rank_zero_warn
+
+from nst_pl.errors import ConfigError
+
+
+class Schedule:
+    """Coarse phases of `scales` px (long side) for `steps` steps each, then the full size for the rest of the run;
+    the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases."""
+
+    def __init__(
+        self, scales: Sequence[int] | None = None, steps: Sequence[int] | None = None, lr_factor: float = 1.0
+    ) -> None:
+        if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
+            raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
+        scales, steps = list(scales or []), list(steps or [])
+        if any(s < 1 for s in scales) or scales != sorted(scales):
+            raise ConfigError(f"model.scales must be positive and ascending, got {scales}")
+        if any(n < 0 for n in steps):
+            raise ConfigError(f"model.scale_steps must be >= 0, got {steps}")
+        if not (0.0 < lr_factor <= 10.0):
+            raise ConfigError(
+                f"model.coarse_lr_factor must be above 0 and at most 10 (1: the same step size), got {lr_factor}"
+            )
+        self.scales = scales
+        self.coarse_lr_factor = lr_factor
+        self.planned = steps  # as configured
+        self.steps = steps  # as fitted into the run (`fit`)
+        self.full: tuple[int, int] | None = None  # (h, w) of the image, once known
+
+    def fit(self, full: Sequence[int], max_steps: int | None) -> None:
+        """Take the image's (h, w), and fit the phases into a run of `max_steps` steps: a short run with a long
+        schedule (--trainer.max_steps 200 with 3 x 100 coarse steps) keeps the schedule's shape, shrunk to two
+        thirds of the run, so that the full size still gets a third (with a warning)."""
+        self.full = (int(full[0]), int(full[1]))
+        self.steps = self.planned
+        if not max_steps or max_steps < 0 or sum(self.planned) < max_steps:
+            return
+        budget = (2 * max_steps) // 3
+        self.steps = [n * budget // sum(self.planned) for n in self.planned]
+        rank_zero_warn(
+            f"model.scale_steps add up to {sum(self.planned)} but trainer.max_steps is {max_steps}: using "
+            f"{self.steps} so that the full size gets the last {max_steps - sum(self.steps)} steps"
+        )
+
+    def long_side(self, step: int) -> int:
+        """Long side (px) of the view at `step`: a coarse scale, else the full size."""
+        full = max(self.full)
+        for size, end in zip(self.scales, accumulate(self.steps)):
+            if step < end:
+                # A coarse scale that is not smaller than the image (the shipped schedule with a small
+                # data.image_size) runs at full size: the schedule's step count is kept, nothing is upscaled.
+                return min(size, full)
+        return full
+
+    def view_size(self, step: int) -> tuple[int, int]:
+        """(h, w) of the view at `step`."""
+        h, w = self.full
+        scale = self.long_side(step) / max(h, w)
+        if scale == 1:
+            return h, w
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def coarse(self, step: int) -> bool:
+        """True during a coarse phase: the view is smaller than the image."""
+        return self.long_side(step) < max(self.full)
+
+    def lr_factor(self, step: int) -> float:
+        """What the optimiser's learning rate is multiplied by at `step`."""
+        return self.coarse_lr_factor if self.coarse(step) else 1.0

@@ -1,0 +1,28 @@
+"""The same pixels as the stored reference: fixed-seed tiny runs (tests/pixel_runs.py) of every path a step can take
+(plain, coarse-to-fine, tiled, averaging, LBFGS, several pairs and blended styles, the command line). A refactor
+must not move them; a deliberate change of the maths regenerates the reference with `python tests/pixel_runs.py`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pixel_runs import REFERENCE, run_all
+
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def pixels(tmp_path_factory):
+    return run_all(tmp_path_factory.mktemp("pixels"))
+
+
+@pytest.mark.parametrize("name", list(torch.load(REFERENCE, weights_only=True)))
+def test_the_pixels_are_the_stored_references(pixels, name):
+    reference = torch.load(REFERENCE, weights_only=True)[name]
+    assert set(pixels[name]) == set(reference)
+    for key, expected in reference.items():
+        got = pixels[name][key]
+        assert type(got) is type(expected) and len(got) == len(expected), key
+        for a, b in zip(got, expected) if isinstance(expected, list) else [(got, expected)]:
+            assert a.shape == b.shape, (key, a.shape, b.shape)
+            assert (a - b).abs().max().item() <= TOLERANCE, f"{name}/{key}: max |difference| {(a - b).abs().max()}"
