@@ -125,7 +125,7 @@ def run_recipe(recipe: dict, content: Path, style: Path, size: int, score, eval_
         def on_train_batch_start(self, trainer, pl_module, *a):
             if self.clock._t is None:
                 self.clock.start()
-            h, w = pl_module.objective.view_size(trainer.global_step)
+            h, w = pl_module.schedule.view_size(trainer.global_step)
             self.step_eq += h * w / pl_module.image[0, 0].numel()  # a coarse step costs its view's pixels
 
         def on_train_batch_end(self, trainer, pl_module, *a):

@@ -110,8 +110,8 @@ class Judge:
             style_weights: Weights of several style images (default: equal); the style loss is their weighted mean.
 
         Returns:
-            {"content", "style", "ssim", "ssim_luminance", "palette", "style_gain"}: floats; style_gain is NaN without the
-            `[judge]` extra, or when the photo and a painting have the same style vector.
+            {"content", "style", "ssim", "ssim_luminance", "palette", "style_gain"}: floats; style_gain is NaN
+            without the `[judge]` extra, or when the photo and a painting have the same style vector.
         """
         out = _batch(output, "output").to(self.device)
         con = _batch(content, "content").to(self.device)

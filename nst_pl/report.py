@@ -118,9 +118,9 @@ def write_tables(
     lines = [
         f"Judges: judge content and judge style by {judge_description}: content = MSE at relu4_2, style = mean Gram "
         "MSE over relu1_1…relu5_1 (absolute, not the experiments' own losses; a VGG judge favours VGG experiments). "
-        f"{gain_note} SSIM to the photo, no network: RGB counts the colour change, luminance only the structure. Palette "
-        "distance, no network: sliced Wasserstein distance between the CIELAB pixels of output and painting (ΔE-like "
-        "units, lower = closer to the painting's colours). "
+        f"{gain_note} SSIM to the photo, no network: RGB counts the colour change, luminance only the structure. "
+        "Palette distance, no network: sliced Wasserstein distance between the CIELAB pixels of output and painting "
+        "(ΔE-like units, lower = closer to the painting's colours). "
         f"Memory = {mem_note}.",
         "",
         "| " + " | ".join(headers) + " |",
