@@ -9,6 +9,10 @@ wrong (README, "What happens when …"):
   and keeps its traceback.
 - Ctrl-C / SIGTERM during `fit`: the current images and a checkpoint are saved, a resume hint is printed, and the
   exit code is 130 / 143 (128 + the signal number, as a shell reports a killed process).
+
+Fast answers: this module, stylize.py and the checks before a run (early_checks.py) load without torch and Lightning,
+which take ~5 s to import here; `--help`, `--version` and a bad input or output are answered before they are
+imported. `fit --help` and `compare` need them (their options come from the classes).
 """
 
 from __future__ import annotations
@@ -16,15 +20,12 @@ from __future__ import annotations
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
-
-import nst_pl.compare as compare
+from nst_pl.early_checks import check_run
 from nst_pl.errors import DEBUG_ENV, NSTError, debug
-from nst_pl.fit import make_cli
 from nst_pl.quiet import VERBOSE_FLAG, quiet_run, safe_console
 from nst_pl.stylize import main as stylize_main
 
-__all__ = ["USER_ERRORS", "main"]
+__all__ = ["main", "user_errors"]
 
 SUBCOMMANDS = ("fit", "stylize", "compare")
 
@@ -44,8 +45,15 @@ Bundled recipes for --config: vgg19 (the default of stylize), alexnet, resnet, d
 NST_PL_DEBUG=1) to see every library message and warning, and full tracebacks with NST_PL_DEBUG=1.
 """
 
-# Errors whose message is written for the user: ours, and Lightning's for a trainer configuration that cannot work.
-USER_ERRORS = (NSTError, MisconfigurationException)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message is written for the user: ours, and Lightning's for a trainer configuration that cannot
+    work (only once Lightning is imported: it cannot have raised one before)."""
+    if "pytorch_lightning" not in sys.modules:
+        return (NSTError,)
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    return NSTError, MisconfigurationException
 
 
 def main(args=None) -> int | None:
@@ -75,9 +83,14 @@ def _main(argv: list[str]) -> int | None:
             # `compare` and `stylize` are not LightningCLI subcommands: they parse their own command line first,
             # then build their runs with the same factory (make_cli) as `fit`.
             if argv[0] == "compare":
-                return compare.main(argv[1:])
+                from nst_pl.compare import main as compare_main
+
+                return compare_main(argv[1:])
             if argv[0] == "stylize":
                 return stylize_main(argv[1:])
+            check_run(argv)  # before torch and Lightning load: a missing photo is answered in a second
+            from nst_pl.fit import make_cli
+
             cli = make_cli(argv)
             line = cli.result_line() if cli.trainer.is_global_zero else ""
             if line:
@@ -87,8 +100,8 @@ def _main(argv: list[str]) -> int | None:
             raise
         sys.stderr.write("nst-pl: interrupted before training started; nothing was saved\n")
         raise SystemExit(130) from None
-    except USER_ERRORS as exc:
-        if debug():
+    except Exception as exc:
+        if debug() or not isinstance(exc, user_errors()):
             raise
         sys.stderr.write(f"nst-pl: error: {exc}\n(set {DEBUG_ENV}=1 to see the full traceback)\n")
         raise SystemExit(2) from None

@@ -1,7 +1,7 @@
-"""Image files in and out: finding inputs, decoding any image safely, resizing/padding, and atomic writes.
+"""Image files in and out: decoding any image to a tensor, resizing/padding, and atomic writes. Finding the inputs and
+opening a file safely, which need no torch, are image_files.py's (`find_images` is re-exported here).
 
-Everything that touches the file system for images lives here, so each input trap and each write failure is handled
-once. Conventions used throughout the package:
+Each input trap and each write failure is handled once. Conventions used throughout the package:
 
 * An image is a float32 tensor ``[3, H, W]`` (or a batch ``[N, 3, H, W]``) of RGB values in ``[0, 1]``.
 * Every problem a *user* can cause with an input (a missing file, a corrupt JPEG) raises :class:`ImageError`,
@@ -18,12 +18,7 @@ import errno
 import io
 import os
 import secrets
-import stat
-import struct
-import threading
 import warnings
-import zlib
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from nst_pl.errors import ImageError, OutputError
+from nst_pl.image_files import IMAGE_EXTENSIONS, check_resized, expanduser, find_images, opened, target_size
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -44,175 +40,11 @@ __all__ = [
     "to_pil",
 ]
 
-# Extensions that mark a file in a *folder* as an image (compared lowercase). A file named explicitly is
-# loaded whatever its extension: the format is detected from the content, not the name.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-
 PathLike = str | os.PathLike
-
-# --------------------------------------------------------------------------------------------------------------
-# Finding input files
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _expanduser(path: PathLike) -> Path:
-    """`~/x` -> the home folder, like a shell; a name that merely starts with `~` (`~draft.png`, or `~user` for a user
-    that does not exist) stays literal, as in bash, instead of Python's "Could not determine home directory"."""
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:
-        return Path(path)
-
-
-def find_images(spec: PathLike | Sequence[PathLike], what: str = "content") -> list[Path]:
-    """Turns a file, a folder or a list of files/folders into a list of image paths.
-
-    Args:
-        spec: One image file, one folder (its images are taken non-recursively, sorted by name), or a sequence
-            of files and folders (their order is kept, and so are duplicates: pair naming makes names unique
-            later, and a user may want the same photo twice, e.g. with two styles).
-        what: What the images are for ("content" or "style"); used in messages.
-
-    Returns:
-        The image paths, in order.
-
-    Raises:
-        ImageError: A path does not exist, is neither a file nor a folder, a folder holds no image, or the
-            spec is empty.
-    """
-    items: list[PathLike] = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-    if not items:
-        raise ImageError(f"no {what} images given: pass an image file, a folder of images, or a list of them")
-
-    found: list[Path] = []
-    for item in items:
-        if not str(item).strip():  # Path("") is the current folder: an unset shell variable would read all of it
-            raise ImageError(
-                f"an empty path was given for the {what} images (data.{what}, e.g. an unset shell variable); pass an "
-                "image file, a folder of images, or a list of them"
-            )
-        path = _expanduser(item)
-        if path.is_dir():
-            found.extend(_images_in_folder(path, what))
-        elif path.is_file():
-            # An explicitly named file is taken as is: the loader detects the format from the content, so an
-            # unusual extension (.jfif, none at all) is not a reason to refuse it.
-            found.append(path)
-        elif path.exists() or path.is_symlink():
-            raise ImageError(
-                f"{what} image '{path}' is {_not_regular(path)}, not an image file; pass an image file or a folder"
-            )
-        else:
-            raise ImageError(
-                f"{what} image not found: '{path}' (check the spelling; relative paths are resolved from the "
-                f"current folder '{Path.cwd()}')"
-            )
-    return found
-
-
-def _not_regular(path: Path) -> str:
-    """'' for a regular file (after following symbolic links), else what it is, for a message."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "a symbolic link loop"
-        if path.is_symlink():
-            return f"a dangling symbolic link (to '{os.readlink(path)}', which does not exist)"
-        return f"unreadable ({err.strerror or err})"
-    if stat.S_ISREG(mode):
-        return ""
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
-# Stems of documentation files that a folder of images may legitimately hold; skipped without a warning.
-_DOC_STEMS = frozenset({"README", "CREDITS", "LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS", "SOURCES"})
-
-
-def _images_in_folder(folder: Path, what: str) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name; warns about the files it skips."""
-    images: list[Path] = []
-    skipped: list[str] = []
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        # Hidden files are never meant as inputs, and some of them look like images but are not
-        # (macOS writes "._photo.jpg" resource forks beside the real photos on foreign file systems).
-        # Documentation beside the images (the sample folders' CREDITS.md) is expected there: no warning.
-        if entry.name.startswith(".") or entry.stem.upper() in _DOC_STEMS:
-            continue
-        # Only regular files are read (after following links): a FIFO named b.png would block the run forever, and
-        # a dangling or looping link is not something the user asked for. Each is skipped, saying what it is.
-        kind = _not_regular(entry)
-        if kind == "a folder":
-            skipped.append(f"{entry.name}/ (sub-folders are not searched)")
-        elif kind:
-            skipped.append(f"{entry.name} ({kind})")
-        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
-            images.append(entry)
-        else:
-            skipped.append(entry.name)
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} in {what} folder '{folder}' "
-            f"that are not image files: {', '.join(skipped)}",
-            stacklevel=3,
-        )
-    if not images:
-        raise ImageError(
-            f"no {what} images in folder '{folder}': it holds no file ending in {', '.join(IMAGE_EXTENSIONS)}; "
-            "put images there or pass the image files themselves"
-        )
-    return images
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------------------
-
-# PIL's process-wide bomb guard (~89 MP) would make our documented `max_pixels` (300 MP) unreachable: it is switched
-# off only while one of our loads runs (our check reads the header first), reference-counted for concurrent loads.
-_pil_guard_lock = threading.Lock()
-_pil_guard_users = 0
-_pil_guard_saved: int | None = None
-
-
-@contextlib.contextmanager
-def _pil_bomb_guard_replaced() -> Iterator[None]:
-    global _pil_guard_users, _pil_guard_saved
-    with _pil_guard_lock:
-        if _pil_guard_users == 0:
-            _pil_guard_saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-        _pil_guard_users += 1
-    try:
-        yield
-    finally:
-        with _pil_guard_lock:
-            _pil_guard_users -= 1
-            if _pil_guard_users == 0:
-                Image.MAX_IMAGE_PIXELS = _pil_guard_saved
-
-
-def _unreadable(path: Path, reason: object) -> ImageError:
-    return ImageError(
-        f"'{path}' is not a readable image ({reason}); check that it is a complete image file "
-        "(JPEG, PNG, WEBP, BMP, TIFF, GIF) — re-export or re-download it"
-    )
-
-
-def _target_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """(width, height) scaled so that the longer side is exactly ``long_side`` (the other at least 1)."""
-    scale = long_side / max(width, height)
-    if width >= height:
-        return long_side, max(1, round(height * scale))
-    return max(1, round(width * scale)), long_side
 
 
 def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int = 300_000_000) -> torch.Tensor:
@@ -239,79 +71,18 @@ def load_image(path: PathLike, long_side: int | None = None, *, max_pixels: int 
     Raises:
         ImageError: The file is missing, not an image, corrupt or truncated, too large, or in an unsupported mode.
     """
-    path = _expanduser(path)
     if long_side is not None and long_side < 1:
         raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
-    if path.is_dir():
-        raise ImageError(f"'{path}' is a folder, not an image file; pass one of the images inside it")
-    if not path.exists() and not path.is_symlink():
-        raise ImageError(f"image not found: '{path}' (check the spelling and the current folder '{Path.cwd()}')")
-    kind = _not_regular(path)
-    if kind:  # never open a FIFO or a device: reading it may wait forever
-        raise ImageError(f"'{path}' is {kind}, not an image file; pass a regular image file")
-
-    with _pil_bomb_guard_replaced():
-        try:
-            with Image.open(path) as im:
-                _check_pixel_count(im, path, max_pixels)
-                if long_side is not None:
-                    _check_target_size(im, path, long_side, max_pixels)
-                    # Ask libjpeg for at least twice the target size: DCT scaling is a crude box filter, and the
-                    # Lanczos resize below needs that margin to antialias properly. No-op for non-JPEG formats.
-                    im.draft(None, _target_size(*im.size, 2 * long_side))
-                im.load()  # Decode now, so that every decoding error is reported by the except clauses below.
-                im = _exif_upright(im, path)
-                return _to_rgb_tensor(im, path, long_side)
-        except ImageError:
-            raise
-        except PermissionError as exc:
-            raise ImageError(f"cannot read '{path}': permission denied; check the file's permissions") from exc
-        except Image.DecompressionBombError as exc:
-            # Only reachable if another part of the program re-enabled PIL's guard meanwhile; report it alike.
-            raise ImageError(
-                f"'{path}' is too large to load safely ({exc}); downscale it first, e.g. to 4000 px on the long side"
-            ) from exc
-        except MemoryError as exc:
-            raise _too_large_for_memory(path) from exc
-        except RuntimeError as exc:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
-            if "alloc" not in str(exc).lower():
-                raise
-            raise _too_large_for_memory(path) from exc
-        # PIL reports broken files through many exception types, depending on the format and the damage:
-        # UnidentifiedImageError/OSError (not an image, truncated), SyntaxError (broken PNG chunk), and
-        # ValueError, EOFError, IndexError, KeyError, TypeError, struct.error, zlib.error (bad headers).
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
-            raise _unreadable(path, exc) from exc
-        except (struct.error, zlib.error) as exc:
-            raise _unreadable(path, f"{type(exc).__name__}: {exc}") from exc
-
-
-def _too_large_for_memory(path: Path) -> ImageError:
-    return ImageError(
-        f"'{path}' is too large to decode in the available memory; downscale it first (e.g. to 4000 px on the long "
-        "side), or lower data.max_pixels to refuse such files before decoding"
-    )
-
-
-def _check_pixel_count(im: Image.Image, path: Path, max_pixels: int) -> None:
-    width, height = im.size
-    if width * height > max_pixels:
-        raise ImageError(
-            f"'{path}' is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
-            f"max_pixels={max_pixels:,} pixels; downscale it first "
-            "(e.g. to 4000 px on the long side) or, if you trust the file and have the memory, raise data.max_pixels"
-        )
-
-
-def _check_target_size(im: Image.Image, path: Path, long_side: int, max_pixels: int) -> None:
-    """The resized image is bounded by max_pixels too: an enormous long side must not fail in the allocator."""
-    width, height = _target_size(*im.size, long_side)
-    if width * height > max_pixels:
-        raise ImageError(
-            f"'{path}' ({im.size[0]}x{im.size[1]}) resized to a long side of {long_side} px would be "
-            f"{width}x{height} = {width * height / 1e6:.1f} megapixels, above data.max_pixels={max_pixels:,}; "
-            "choose a smaller data.image_size (or data.style_size)"
-        )
+    with opened(path, max_pixels) as im:
+        path = expanduser(path)
+        if long_side is not None:
+            check_resized(path, im.size, long_side, max_pixels)
+            # Ask libjpeg for at least twice the target size: DCT scaling is a crude box filter, and the Lanczos
+            # resize below needs that margin to antialias properly. No-op for non-JPEG formats.
+            im.draft(None, target_size(*im.size, 2 * long_side))
+        im.load()  # Decode now, so that every decoding error is reported by `opened` as the file's.
+        im = _exif_upright(im, path)
+        return _to_rgb_tensor(im, path, long_side)
 
 
 def _exif_upright(im: Image.Image, path: Path) -> Image.Image:
@@ -359,7 +130,7 @@ def _to_rgb_tensor(im: Image.Image, path: Path, long_side: int | None) -> torch.
     if long_side is not None and max(rgb.size) != long_side:
         # reducing_gap: shrink by an integer factor first (fast, box filter), then Lanczos over the last
         # factor of >= 3 — indistinguishable from a full Lanczos and much faster on big photos.
-        rgb = rgb.resize(_target_size(*rgb.size, long_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        rgb = rgb.resize(target_size(*rgb.size, long_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     arr = np.array(rgb, dtype=np.uint8)  # [H, W, 3]; a copy, so the tensor owns writable memory.
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0).contiguous()  # [3, H, W]
 
@@ -372,7 +143,7 @@ def _box_reduce(im: Image.Image, long_side: int) -> Image.Image:
     several GB. A box filter only averages, so the value range that `_high_bit_to_tensor` reads the bit depth from
     is kept (Lanczos would overshoot); the final antialiased resize happens afterwards, as for any image.
     """
-    target = _target_size(*im.size, 3 * long_side)
+    target = target_size(*im.size, 3 * long_side)
     if target[0] * target[1] >= im.size[0] * im.size[1]:
         return im
     try:
@@ -416,7 +187,7 @@ def resize_long_side(img: torch.Tensor, long_side: int) -> torch.Tensor:
     if long_side < 1:
         raise ValueError(f"long_side must be a positive number of pixels, got {long_side}")
     height, width = img.shape[-2:]
-    new_w, new_h = _target_size(width, height, long_side)
+    new_w, new_h = target_size(width, height, long_side)
     if (new_h, new_w) == (height, width):
         return img
     flat = img.reshape(-1, *img.shape[-3:])  # [B, C, H, W]: interpolate wants exactly one batch dimension.
@@ -501,7 +272,7 @@ def save_image(img: torch.Tensor, path: PathLike) -> Path:
     # Encode in memory first: an encoder error can then never leave a partial file, and the write below is
     # the same atomic mechanism that checkpoints and CSVs use.
     to_pil(img).save(buffer, format="PNG")
-    path = _expanduser(path)
+    path = expanduser(path)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
@@ -529,7 +300,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         OutputError: The write failed (e.g. disk full, permission denied); the previous file is untouched and the
             temporary file removed. The original ``OSError`` is chained as ``__cause__``.
     """
-    path = _expanduser(path)
+    path = expanduser(path)
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Quiet by default: a run prints what is about the user's run, and nothing else.
 
 Hidden while `quiet_run()` is active (`--verbose` or `NST_PL_DEBUG=1` bring everything back):
-- Lightning's and Fabric's info lines ("GPU available: False …", "TPU available …", "Seed set to 0", the litlogger
+- the libraries' info lines (Lightning's "GPU available: False …", "TPU available …", "Seed set to 0", the litlogger
   tip, "`Trainer.fit` stopped: `max_steps=3` reached.");
 - deprecation warnings of the libraries (e.g. Lightning's "`isinstance(treespec, LeafSpec)` is deprecated").
 Every other warning (ours, such as a shrunk coarse-to-fine schedule, and Lightning's about the run) is printed once
@@ -27,9 +27,6 @@ from nst_pl.errors import debug
 
 VERBOSE_FLAG = "--verbose"
 
-# The library loggers whose INFO lines are not about the user's run.
-_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning", "lightning.pytorch", "lightning.fabric")
-
 # Warnings already shown in this process (by message).
 _shown: set[str] = set()
 
@@ -48,10 +45,10 @@ def quiet_run(verbose: bool = False) -> Iterator[None]:
     if verbose or debug():
         yield
         return
-    loggers = [logging.getLogger(name) for name in _LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
+    # Every library's INFO lines, as one switch: a per-logger level would be undone by Lightning, which sets its loggers
+    # to INFO when it is imported (here that happens inside this block, after the checks that need no torch).
+    disabled = logging.root.manager.disable
+    logging.disable(max(disabled, logging.INFO))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # every warning reaches _show, which keeps the first of each
@@ -66,8 +63,7 @@ def quiet_run(verbose: bool = False) -> Iterator[None]:
             warnings.showwarning = _show
             yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        logging.disable(disabled)
 
 
 class SafeStream:

@@ -1,5 +1,6 @@
-"""The run's folder: every output folder probed before any work (`check_writable`), and `version_<k>` claimed
-atomically (`claim_version`): two runs started at once into one root get distinct folders.
+"""The run's folder: every output folder probed before any work, without creating it (`check_writable`; also `-o`'s
+folder, before torch is imported), and `version_<k>` claimed atomically (`claim_version`): two runs started at once
+into one root get distinct folders.
 
 Lightning's loggers pick `version_<k>` by listing the folder and taking the largest k plus one; two runs (fresh or
 resumed) that list it at the same moment both take the same k and overwrite each other's images. Here the folder
@@ -15,6 +16,9 @@ import secrets
 from pathlib import Path
 
 from nst_pl.errors import OutputError
+
+# How to move the run's folder, for the messages of folders that cannot be written.
+DEFAULT_ROOT_FIX = "a writable location with --trainer.default_root_dir DIR (or the logger's save_dir)"
 
 
 def claim_version(logger) -> None:
@@ -42,12 +46,18 @@ def claim_version(logger) -> None:
     raise OutputError(f"no free version_<k> folder in '{root}': clean it up or choose another default_root_dir")
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before the first step, not after an hour, when the output folder cannot be written."""
+def check_writable(folder: Path, what: str = "", fix: str = DEFAULT_ROOT_FIX) -> None:
+    """Fail before the first step, not after an hour, when `folder` cannot be written: a file is written into the
+    nearest existing folder at or above it (the one where `folder` would be created) and removed at once. Nothing is
+    created. `what` names the folder in the message (default: "the output folder '<folder>'"), `fix` the option."""
+    what = what or f"the output folder '{folder}'"
+    existing = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"'{existing}' is a file, not a folder")
         # One probe name per process: DDP ranks may check the same folder at the same time.
-        probe = folder / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
+        probe = existing / f".write_test.{os.getpid()}.{secrets.token_hex(4)}"
         try:
             # Some bytes, synced: an empty file needs no data block and is created even on a full disk.
             with open(probe, "wb") as f:
@@ -59,8 +69,6 @@ def check_writable(folder: Path) -> None:
                 probe.unlink()
     except OSError as err:
         full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
-        fix = "Free some disk space there, or choose" if full else "Choose"
-        raise OutputError(
-            f"cannot write the output folder '{folder}': {err.strerror or err}. {fix} a writable location with "
-            "--trainer.default_root_dir DIR (or the logger's save_dir)"
-        ) from None
+        where = f" in '{existing}'" if existing != folder and err.errno != errno.ENOTDIR else ""
+        free = "Free some disk space there, or choose" if full else "Choose"
+        raise OutputError(f"cannot write {what}: {err.strerror or err}{where}. {free} {fix}") from None

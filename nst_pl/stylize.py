@@ -2,12 +2,14 @@
 
 Both are an ordinary `nst-pl fit` run (built by `nst_pl.fit.make_cli`, with the same options, checks, run folder and
 signal handling) whose defaults come from the bundled `vgg19` recipe, plus one step at the end: the result of every
-pair is written to a named file (`-o`), and the Python call returns it as a PIL image.
+pair is written to a named file (`-o`, results.py), and the Python call returns it as a PIL image.
+
+This module loads without torch and Lightning (`import nst_pl` and `nst-pl --help` take a fraction of a second): the
+checks that need neither (early_checks.py) answer first, then the run (stylize_cli.StylizeCLI) is imported.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import tempfile
@@ -16,18 +18,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from nst_pl.config_files import split_configs
-from nst_pl.errors import ConfigError, NSTError, OutputError
-from nst_pl.fit import NSTCLI, make_cli
-from nst_pl.image_io import atomic_write_bytes, to_pil
+from nst_pl.early_checks import check_run
+from nst_pl.errors import ConfigError, NSTError
 from nst_pl.quiet import quiet_run
 
 DEFAULT_CONFIG = "vgg19"
-# Where the results of several pairs go when no -o is given.
-DEFAULT_FOLDER = "stylized"
 
 USAGE = """usage: nst-pl stylize CONTENT STYLE [-o OUT] [--config NAME|PATH] [--verbose] [fit options …]
 
@@ -45,61 +43,6 @@ Every option of `nst-pl fit` works here too (`nst-pl fit --help` lists them), e.
   nst-pl stylize photo.jpg painting.jpg --trainer.precision bf16-mixed
 The run folder (TensorBoard, checkpoints, config.yaml) is written as for `fit`, and its path printed.
 """
-
-_IMAGE_SUFFIXES = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
-
-
-def output_paths(output: str | PathLike | None, names: Sequence[str]) -> list[Path]:
-    """Where each pair's result goes: `output` is a file for one pair, else a folder of `<pair>.png`."""
-    if output is None:
-        return [Path(f"{names[0]}.png")] if len(names) == 1 else [Path(DEFAULT_FOLDER) / f"{n}.png" for n in names]
-    out = Path(output).expanduser()
-    if out.suffix.lower() in _IMAGE_SUFFIXES and not out.is_dir():
-        if len(names) > 1:
-            raise ConfigError(
-                f"-o {output}: {len(names)} (content, style) pairs give {len(names)} results; give a folder to "
-                "write them into (e.g. -o results/), or one content and one style image"
-            )
-        return [out]
-    if out.suffix and not out.is_dir():
-        known = ", ".join(sorted(s for s in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".bmp") if s in _IMAGE_SUFFIXES))
-        raise ConfigError(f"-o {output}: unknown image type {out.suffix!r}; use one of {known} (or a folder)")
-    return [out / f"{n}.png" for n in names]
-
-
-def encode(img: torch.Tensor, path: Path) -> bytes:
-    """The image in the format that the file's suffix names (PNG for a folder's results): 8 bits, like the PNGs."""
-    pil = to_pil(img)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    buffer = io.BytesIO()
-    pil.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
-
-
-class StylizeCLI(NSTCLI):
-    """An `nst-pl fit` run that also writes each pair's result to `output` (see `output_paths`)."""
-
-    def __init__(self, *args: Any, output: str | PathLike | None = None, write: bool = True, **kwargs: Any) -> None:
-        self.output = output
-        self.write = write
-        self.targets: list[Path] = []
-        self.results: list[torch.Tensor] = []
-        super().__init__(*args, **kwargs)
-
-    def before_fit(self) -> None:
-        super().before_fit()
-        # Before any work: a wrong -o must not cost a whole run.
-        self.targets = output_paths(self.output, [p.name for p in self.datamodule.pairs]) if self.write else []
-        for folder in {t.parent for t in self.targets}:
-            if folder.exists() and not folder.is_dir():
-                raise OutputError(f"cannot write the result into '{folder}': it is a file, not a folder")
-
-    def after_fit(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        self.results = self.model.output_images()
-        for img, target in zip(self.results, self.targets):
-            atomic_write_bytes(target, encode(img, target))
 
 
 def _option_value(value: Any) -> str:
@@ -163,7 +106,7 @@ def main(argv: Sequence[str]) -> int:
             "nst-pl stylize needs a content and a style image first: nst-pl stylize photo.jpg painting.jpg "
             "[-o out.png] [options] (nst-pl stylize --help)"
         )
-    cli = make_cli(command_line(*positional, rest), cli_class=StylizeCLI, output=output)
+    cli = _run(command_line(*positional, rest), output, write=True)
     if cli.trainer.is_global_zero:
         if cli.trainer.log_dir:
             print(f"nst-pl: run folder {cli.trainer.log_dir} (TensorBoard, checkpoints, config.yaml)")
@@ -208,7 +151,7 @@ def stylize(
         argv = command_line(c, s, ["--config", str(config), *args])
         try:
             with quiet_run(verbose):
-                cli = make_cli(argv, cli_class=StylizeCLI, output=output, write=output is not None, exit_on_error=False)
+                cli = _run(argv, output, write=output is not None, exit_on_error=False)
         except SystemExit as exc:  # a stop by a signal: the run folder holds what was reached
             raise KeyboardInterrupt(f"the run was stopped (exit code {exc.code})") from None
         except NSTError:
@@ -217,24 +160,21 @@ def stylize(
             if type(exc).__name__ == "ArgumentError":  # jsonargparse's: an option that does not parse
                 raise ConfigError(str(exc)) from None
             raise
-    images = [to_pil(img) for img in cli.results]
+    images = cli.pictures()
     return images[0] if len(images) == 1 else images
+
+
+def _run(argv: list[str], output: str | PathLike | None, *, write: bool, **kwargs: Any):
+    """The stylize run of the `fit` command line `argv`: the checks that need neither torch nor Lightning first (a
+    missing photo or an unwritable `-o` is answered in a second), then the libraries and the run (a StylizeCLI)."""
+    check_run(argv, output, write=write)
+    from nst_pl.stylize_cli import run_stylize
+
+    return run_stylize(argv, output, write=write, **kwargs)
 
 
 def _flatten(options: dict[str, Any]) -> dict[str, Any]:
     """Keyword options as dotted `fit` option names (see `stylize`)."""
-    import inspect
-
-    import pytorch_lightning as pl
-
-    from nst_pl.data import PairDataModule
-    from nst_pl.module import StyleTransfer
-
-    sections = {
-        "model": inspect.signature(StyleTransfer.__init__).parameters,
-        "data": inspect.signature(PairDataModule.__init__).parameters,
-        "trainer": inspect.signature(pl.Trainer.__init__).parameters,
-    }
     flat: dict[str, Any] = {}
     for key, value in options.items():
         if key in ("model", "data", "trainer", "image_logger", "checkpoint") and isinstance(value, dict):
@@ -244,7 +184,9 @@ def _flatten(options: dict[str, Any]) -> dict[str, Any]:
         elif key in ("seed_everything", "ckpt_path"):
             flat[key] = value
         else:
-            section = next((name for name, params in sections.items() if key in params and key != "self"), None)
+            from nst_pl.stylize_cli import option_section  # the classes' signatures: torch and Lightning
+
+            section = option_section(key)
             if section is None:
                 raise ConfigError(
                     f"stylize() got an unknown option {key!r}: give a model, data or trainer option "

@@ -30,7 +30,7 @@ from PIL import Image
 
 from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
-from nst_pl.cli import USER_ERRORS, main
+from nst_pl.cli import main, user_errors
 from nst_pl.data import PairDataModule
 from nst_pl.errors import ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
@@ -331,10 +331,10 @@ def test_genuine_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
     # The rule behind it: our NSTErrors are messages; anything else (Python's, torch's) is a bug.
     with pytest.raises(ValueError) as ours:
         _layer_weights([1.0], ["relu1_1", "relu2_1"], "style")
-    assert isinstance(ours.value, USER_ERRORS)
+    assert isinstance(ours.value, user_errors())
     with pytest.raises(RuntimeError) as bug:
         torch.zeros(2, 3) @ torch.zeros(2, 3)
-    assert not isinstance(bug.value, USER_ERRORS)
+    assert not isinstance(bug.value, user_errors())
 
 
 # ---------------------------------------------------------------------------------------------- 2. config
