@@ -32,6 +32,16 @@ def bundled_configs() -> list[str]:
     return sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob("*.yaml"))
 
 
+def bundled_list() -> str:
+    """Every bundled recipe for a message, each folder's together: `alexnet, vgg19, …; experiments/: a, b, …`."""
+    folders: dict[str, list[str]] = {}
+    for name in bundled_configs():
+        folder, _, stem = name.rpartition("/")
+        folders.setdefault(folder, []).append(stem)
+    groups = sorted(folders.items())
+    return "; ".join(f"{folder + '/: ' if folder else ''}{', '.join(names)}" for folder, names in groups)
+
+
 def _bundled_name(value: str) -> str:
     """`configs/alexnet.yaml`, `alexnet.yaml` and `alexnet` all name the bundled `alexnet`."""
     name = value.removeprefix(TOP_LEVEL)
@@ -48,8 +58,9 @@ def resolve_config(value: str) -> str:
         return str(bundled)
     # Anything that is not a plain name or path (an inline YAML string) goes to jsonargparse as it is.
     if all(c.isalnum() or c in "._-/~\\" for c in value):
-        shown = ", ".join(n for n in bundled_configs() if "/" not in n)
-        raise ConfigError(f"--config {value}: no such file and no bundled recipe of that name (bundled: {shown})")
+        raise ConfigError(
+            f"--config {value}: no such file and no bundled recipe of that name; bundled: {bundled_list()}"
+        )
     return value
 
 

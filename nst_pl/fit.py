@@ -22,7 +22,15 @@ from nst_pl.module import StyleTransfer
 from nst_pl.parser import NSTArgumentParser, RunSaveConfig, add_run_arguments
 from nst_pl.resume import check_resume, load_checkpoint
 from nst_pl.signals import stopped_by_signals
-from nst_pl.trainer import TRAINER_DEFAULTS, adapt_trainer, check_outputs, claim_run_folder, result_line
+from nst_pl.trainer import (
+    FORCE_PRECISION,
+    TRAINER_DEFAULTS,
+    adapt_trainer,
+    check_outputs,
+    claim_run_folder,
+    cpu_precision,
+    result_line,
+)
 
 # make_cli passes the command line explicitly (bundled config names resolved, `stylize` translated), which
 # LightningCLI would otherwise warn about on every run.
@@ -50,6 +58,13 @@ class NSTCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         add_run_arguments(parser)
+
+    def before_instantiate_classes(self) -> None:
+        # Half precision on a CPU without fast half-precision maths runs 32-true (one warning; trainer.py), and the
+        # run's config.yaml says what ran.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        trainer["precision"] = cpu_precision(trainer["precision"], trainer["accelerator"], config[FORCE_PRECISION])
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)

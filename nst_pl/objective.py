@@ -322,10 +322,10 @@ def check_sizes(extractor: FeatureExtractor, layers: list[str], images: PairImag
         needed = math.ceil(min_side * max(sh, sw) / min(sh, sw) / ratio)
         if needed > 4 * full:
             raise ConfigError(
-                f"the photo of pair '{images.names[i]}' is too elongated ({sw}x{sh} px in its file): its "
-                f"short side would reach the {min_side} px needed {what[4:]} only at "
-                f"data.image_size {needed}. Crop that photo to a less extreme aspect ratio, or leave it out of "
-                "data.content."
+                f"the photo of pair '{images.names[i]}' is too elongated ({sw}x{sh} px in its file): "
+                f"{type(extractor).__name__} up to layer {deepest} needs a short side of at least {min_side} px, "
+                f"which this photo would reach only at data.image_size {needed}. Crop that photo to a less extreme "
+                "aspect ratio, or leave it out of data.content."
             )
         raise ConfigError(
             f"an image side of {int(photo)} px is too small {what}. Raise data.image_size (to at least {needed}) "

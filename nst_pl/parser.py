@@ -14,6 +14,7 @@ from nst_pl.callbacks import ImageLogger, LastCheckpoint
 from nst_pl.errors import OutputError, debug, error_paragraph
 from nst_pl.extractors import EXTRACTORS
 from nst_pl.module import default_optimizer
+from nst_pl.trainer import FORCE_PRECISION
 
 
 def add_run_arguments(parser: LightningArgumentParser) -> None:
@@ -22,6 +23,14 @@ def add_run_arguments(parser: LightningArgumentParser) -> None:
     parser.add_lightning_class_args(ImageLogger, "image_logger")
     # LastCheckpoint: a ModelCheckpoint whose last.ckpt is always at the final step (see callbacks.py).
     parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
+    parser.add_argument(
+        f"--{FORCE_PRECISION}",
+        type=bool,
+        default=False,
+        help="Keep trainer.precision bf16-mixed, 16-mixed or bf16-true on a CPU without fast half-precision maths "
+        "(no AVX-512 BF16 or AMX), where it runs 10-100x slower than 32-true; by default such a run uses 32-true and "
+        "says so in one warning",
+    )
     parser.set_defaults(
         {
             # The default optimiser as a class and its arguments, so that `--model.optimizer.init_args.lr 0.003`
