@@ -138,7 +138,9 @@ def read_options(args: Sequence[str]) -> dict[str, Any]:
         key, eq, value = arg[2:].partition("=")
         if key in KEYS:
             if not eq:
-                value, i = (args[i], i + 1) if i < len(args) else (UNKNOWN, i)
+                # argparse reads a token that starts with "-" as the next option, unless it is a negative number.
+                value = args[i] if i < len(args) else "-"
+                value, i = (UNKNOWN, i) if value.startswith("-") and _as_number(value) is None else (value, i + 1)
             values[key] = _command_line_value(key, value)
         for other in KEYS:
             if other.startswith(f"{key}.") or key.startswith((f"{other}.", f"{other}+")):

@@ -41,7 +41,8 @@ def _case(root: Path, case: str) -> tuple[list[str], tuple[str, ...]]:
     if case == "strip":
         strip = root / "strip.png"
         Image.fromarray(np.full((1, 5000, 3), 128, np.uint8)).save(strip)
-        return cli_fit_args(strip, style, out, 2), ("too elongated", "5000", "Crop", "data.content")
+        words = ("too elongated", "5000x1", "needs a short side of at least", "data.image_size", "Crop", "data.content")
+        return cli_fit_args(strip, style, out, 2), words
     if case == "empty config":
         (root / "empty.yaml").write_text("")
         return cli_fit_args(content, style, out, 2, "--config", str(root / "empty.yaml")), ("empty.yaml", "is empty")

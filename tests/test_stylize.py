@@ -161,6 +161,8 @@ def test_bundled_config_name_works_from_any_folder(tmp_path, monkeypatch, capsys
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "no bundled recipe" in err and "vgg19" in err
+    # every bundled name, the experiments' and the VGG16 stand-ins' too
+    assert "experiments/: alexnet_1_all_conv_content_averaged" in err and "study_vgg16/: vgg16_1_all_conv" in err
 
 
 def test_compare_finds_bundled_experiments_from_any_folder(tmp_path, monkeypatch):
