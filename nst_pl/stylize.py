@@ -33,10 +33,14 @@ Stylise a photo with a painting: one command, one file.
 
   CONTENT, STYLE   an image file, a folder of images, or a list "[a.jpg, b.jpg]"; several images give one
                    result per (content, style) pair, named <content>__<style>.png
-  -o, --output OUT the result: a file (OUT.png, .jpg, …) for one pair, a folder for several pairs
-                   (default: ./<content>__<style>.png for one pair, ./stylized/ for several)
+  -o, --output OUT the result: a file (OUT.png, .jpg, …; a name without an image type gets .png) for one
+                   pair, a folder (OUT/) for several pairs (default: ./<content>__<style>.png for one pair,
+                   ./stylized/ for several); checked before the run, which stops at once if it cannot be written
   --config NAME    a bundled recipe (vgg19 — the default —, alexnet, resnet) or a config file
   --verbose        show Lightning's messages and every warning (as does NST_PL_DEBUG=1)
+  --force_precision true
+                   keep --trainer.precision bf16-mixed (or 16-mixed) on a CPU without fast bfloat16 maths
+                   (no AVX-512 or AMX), where it runs 10-100x slower; by default such a run uses 32-true
 
 Every option of `nst-pl fit` works here too (`nst-pl fit --help` lists them), e.g.
   nst-pl stylize photo.jpg painting.jpg -o out.png --model.style_strength 0.7 --trainer.max_steps 300
@@ -181,7 +185,7 @@ def _flatten(options: dict[str, Any]) -> dict[str, Any]:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         elif "__" in key:
             flat[key.replace("__", ".")] = value
-        elif key in ("seed_everything", "ckpt_path"):
+        elif key in ("seed_everything", "ckpt_path", "force_precision"):
             flat[key] = value
         else:
             from nst_pl.stylize_cli import option_section  # the classes' signatures: torch and Lightning

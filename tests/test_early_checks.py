@@ -14,7 +14,16 @@ from urllib.error import URLError
 import pytest
 import torch
 import yaml
-from helpers import OFFLINE_VGG16, REPO, SHALLOW_CLI, assert_clear_error, make_image, run_cli, subprocess_env
+from helpers import (
+    OFFLINE_VGG16,
+    REPO,
+    SHALLOW_CLI,
+    assert_clear_error,
+    fail_writes,
+    make_image,
+    run_cli,
+    subprocess_env,
+)
 
 from nst_pl.results import output_paths
 from nst_pl.trainer import cpu_precision
@@ -163,6 +172,21 @@ def _can_create(folder: Path) -> bool:
         return False
     (folder / ".nst_pl_probe").unlink()
     return True
+
+
+def test_a_result_that_cannot_be_written_at_the_end_says_where_the_run_images_are(
+    tmp_path, pictures, capsys, monkeypatch
+):
+    """The disk fills during the run: the result file fails, and the message names the run's own images."""
+    photo, painting = pictures
+    fail_writes(monkeypatch, b"\x89PNG", 3)  # the images of steps 0 and 1 are written, then the result fails
+    out, runs = tmp_path / "out.png", tmp_path / "runs"
+    code, err = run_cli(
+        ["stylize", str(photo), str(painting), "-o", str(out), *TINY, "--trainer.default_root_dir", str(runs)], capsys
+    )
+    images = runs / "lightning_logs" / "version_0" / "images"
+    assert_clear_error(code, err, "out.png", "no space left", f"The run's images are in {images}")
+    assert not out.exists() and sorted(p.name for p in (images / "photo__painting").iterdir())[-1] == "step_000001.png"
 
 
 def test_o_without_an_image_type_is_a_png_file_for_one_pair_and_a_folder_for_several():
