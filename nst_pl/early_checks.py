@@ -33,12 +33,15 @@ from nst_pl.run_folder import check_writable
 # Set on the command line or in a config in a way not read here: left to the run's own checks.
 UNKNOWN = object()
 
-# The options that are numbers with a sign and a range to keep (finite, >= 0): what each is, a value to suggest.
+# The options that are numbers (or lists of numbers) to keep finite and >= 0: what each is, a value to suggest.
 NUMBERS = {
     "model.content_weight": ("the content weight", "1"),
     "model.style_weight": ("the style weight", "1000"),
     "model.tv_weight": ("the total-variation weight", "0"),
+    "model.content_layer_weights": ("each layer's weight", "[1.0]"),
+    "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),
     "model.optimizer.init_args.lr": ("the learning rate", "0.02"),
+    "data.style_blend": ("each style's weight", "[0.7, 0.3]"),
 }
 # The `data` options that pairs.list_pairs takes, and their types (another type is the parser's to report).
 DATA = {
@@ -52,7 +55,8 @@ DATA = {
     "max_pairs": (int,),
 }
 PATHS = ("data.content", "data.style", "trainer.default_root_dir", "checkpoint.dirpath")
-KEYS = (*(f"data.{key}" for key in DATA), "trainer.default_root_dir", "trainer.logger", "checkpoint.dirpath", *NUMBERS)
+OUTPUTS = ("trainer.default_root_dir", "trainer.logger", "checkpoint.dirpath")
+KEYS = tuple(dict.fromkeys([*(f"data.{key}" for key in DATA), *OUTPUTS, *NUMBERS]))
 # These flags print something and exit without a run: nothing to check.
 NO_RUN = ("-h", "--help", "--print_config")
 
@@ -82,18 +86,20 @@ def check_run(args: Sequence[str], output: str | PathLike | None = None, *, writ
 
 
 def check_number(option: str, value: Any, what: str, example: str) -> None:
-    """Refuse a NaN, infinite or negative number, naming it as such (jsonargparse reads neither `nan` nor `inf` as a
-    float, and answers them with a page about union types)."""
-    number = _as_number(value)
-    if number is None or (math.isfinite(number) and number >= 0):
-        return
-    if math.isnan(number):
-        problem = "not a number (nan)"
-    elif math.isinf(number):
-        problem = "infinite"
-    else:
-        problem = f"negative ({value})"
-    raise ConfigError(f"{option} is {problem}: {what} must be a finite number >= 0; set e.g. --{option} {example}")
+    """Refuse a NaN, infinite or negative number (or one in a list of numbers), naming it as such: jsonargparse reads
+    neither `nan` nor `inf` as a float, and answers them with a page about union types."""
+    for item in value if isinstance(value, list) else [value]:
+        number = _as_number(item)
+        if number is None or (math.isfinite(number) and number >= 0):
+            continue
+        if math.isnan(number):
+            problem = "not a number (nan)"
+        elif math.isinf(number):
+            problem = "infinite"
+        else:
+            problem = f"negative ({item})"
+        problem = f"holds a value that is {problem}" if isinstance(value, list) else f"is {problem}"
+        raise ConfigError(f"{option} {problem}: {what} must be a finite number >= 0; set e.g. --{option} {example}")
 
 
 def _as_number(value: Any) -> float | None:
@@ -116,6 +122,10 @@ def _data_options(options: dict[str, Any]) -> dict[str, Any] | None:
         if not isinstance(value, DATA[key]) or isinstance(value, bool):
             return None
         if key in ("content", "style") and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            return None
+    if data.get("style_blend") is not None:  # numbers as the command line spells them (`nan` is one)
+        data["style_blend"] = [_as_number(w) for w in data["style_blend"]]
+        if None in data["style_blend"]:
             return None
     return data
 

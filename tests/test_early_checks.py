@@ -211,6 +211,7 @@ NUMBERS = {
     "negative learning rate": (["--model.optimizer.init_args.lr", "-0.1"], "learning rate", "negative"),
     "nan style weight": (["--model.style_weight", "NaN"], "model.style_weight", "not a number"),
     "negative content weight": (["--model.content_weight=-1"], "model.content_weight", "negative"),
+    "negative layer weight": (["--model.style_layer_weights", "[1, -1]"], "model.style_layer_weights", "negative"),
     "nan in a config file": (["--config", "{config}"], "model.tv_weight", "not a number"),
 }
 
