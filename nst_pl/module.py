@@ -97,8 +97,9 @@ class StyleTransfer(pl.LightningModule):
                 the extractor's feature scale: `true` each layer by its own (every layer gets the same say), `shared`
                 every style layer by one number (the paper's proportions between layers: for Gram losses the low
                 layers, colour and fine texture, dominate; the default). False gives the plain losses of the paper.
-            init: Starting image: `content` (the photo), `noise` (uniform), `style` (noise with the style's colour
-                mean and std), or a path to an image file.
+            init: Starting image: `content` (the photo), `palette` (the photo in the painting's colours, with its
+                own luminance), `noise` (uniform), `style` (noise with the style's colour mean and std), or a path
+                to an image file.
             scales: Coarse-to-fine: long sides (px) of the coarse phases, ascending and below `data.image_size`,
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
