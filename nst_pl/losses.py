@@ -300,13 +300,14 @@ def laplacian(image: Tensor, pool: int) -> Tensor:
 
 
 def laplacian_pool(long_side: int) -> int:
-    """The pooling of the Laplacian term for a view of `long_side` px: 2 px per 256 px, so that the term holds the
-    same structure relative to the picture at every scale and size."""
+    """The pooling of the Laplacian term for a picture of `long_side` px (its full size, at every view): 2 px per
+    256 px, so that pictures of any size keep structure of the same size relative to themselves. (Measured at 256 px:
+    2 px at every view kept more structure per style than 1 px, 4 px, or a pooling that shrinks with the view.)"""
     return max(1, round(long_side / 128))
 
 
-def laplacian_loss(image: Tensor, target: Tensor) -> Tensor:
-    """Mean squared difference between the Laplacian of `image` and `target` (a `laplacian` of the photo at the same
-    pooling), per image: [N]."""
+def laplacian_loss(image: Tensor, target: Tensor, pool: int) -> Tensor:
+    """Mean squared difference between the Laplacian of `image` and `target` (the photo's `laplacian` at the same
+    `pool`), per image: [N]."""
     with fp32_region():
-        return (laplacian(image, laplacian_pool(max(image.shape[-2:]))) - target).pow(2).flatten(1).mean(1)
+        return (laplacian(image, pool) - target).pow(2).flatten(1).mean(1)

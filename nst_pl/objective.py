@@ -40,7 +40,8 @@ from nst_pl.memory import check_memory
 from nst_pl.tiling import Sums, Tile, grid_step, measure_tiles, tiles_of, two_pass
 
 # Targets at one view size: {"content": {layer: [N, C, h, w]}, "style": [{layer: stats [N, …]} per style slot],
-# "scale": {("content" | "style", layer): [N]}}.
+# "scale": {("content" | "style", layer): [N]}}; with the Laplacian term also "laplacian": (the photo's [N, 3, h, w],
+# its pooling), and "scale"["laplacian"]: [N].
 Targets = dict[str, Any]
 
 
@@ -162,7 +163,8 @@ class Objective:
             scale = relative_scales(self.relative_losses, content, style, blend, self.style_loss, *weights)
         self._targets[size] = {"content": content, "style": style, "scale": scale}
         if self.laplacian_weight > 0:  # the photo's structure at this view, and its energy (the term's scale)
-            self._targets[size]["laplacian"] = lap = losses.laplacian(photo, losses.laplacian_pool(max(size)))
+            pool = losses.laplacian_pool(max(self.images.content.shape[-2:]))
+            self._targets[size]["laplacian"] = (lap := losses.laplacian(photo, pool)), pool
             scale["laplacian"] = lap.pow(2).flatten(1).mean(1) + 1e-8  # [N]
         return self._targets[size]
 
@@ -295,7 +297,8 @@ def with_laplacian(
 ) -> dict[str, Tensor]:
     """`out` with the Laplacian term of the view `x`, relative to the photo's, added (`grad`: back-propagated)."""
     if weight > 0:
-        term = losses.laplacian_loss(x, targets["laplacian"][idx]) / targets["scale"]["laplacian"][idx]
+        target, pool = targets["laplacian"]
+        term = losses.laplacian_loss(x, target[idx], pool) / targets["scale"]["laplacian"][idx]
         out["laplacian"] = term if grad else term.detach()
         out["total"] = out["total"] + weight * out["laplacian"]
     return out

@@ -134,7 +134,7 @@ def test_the_laplacian_term_holds_the_photos_structure_relative_to_its_own(vgg):
     without = make_objective(vgg, laplacian_weight=0.0)
     without.bind(data)
     assert without(flat_picture, torch.arange(2))["laplacian"].abs().max() == 0
-    # a coarse view is held to the structure of the photo's view, pooled for its own size
+    # a coarse view is held to the structure of the photo's view
     assert objective(data.content, torch.arange(2), size=(16, 20))["laplacian"].abs().max() < 1e-6
 
 
