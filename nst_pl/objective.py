@@ -40,7 +40,8 @@ from nst_pl.memory import check_memory
 from nst_pl.tiling import Sums, Tile, grid_step, measure_tiles, tiles_of, two_pass
 
 # Targets at one view size: {"content": {layer: [N, C, h, w]}, "style": [{layer: stats [N, …]} per style slot],
-# "scale": {("content" | "style", layer): [N]}}.
+# "scale": {("content" | "style", layer): [N]}}; with the Laplacian term also "laplacian": (the photo's [N, 3, h, w],
+# its pooling), and "scale"["laplacian"]: [N].
 Targets = dict[str, Any]
 
 
@@ -61,6 +62,7 @@ class Objective:
         content_weight: float,
         style_weight: float,
         tv_weight: float,
+        laplacian_weight: float,
         style_loss: str,
         relative_losses: bool | str,
         tile_size: int | None,
@@ -73,8 +75,9 @@ class Objective:
             extractor.layer_index(name)  # unknown names fail here, with the valid ones listed
         self.content_layer_weights = _layer_weights(content_layer_weights, self.content_layers, "content")
         self.style_layer_weights = _layer_weights(style_layer_weights, self.style_layers, "style")
-        _check_options(content_weight, style_weight, tv_weight, style_loss, relative_losses)
+        _check_options(content_weight, style_weight, tv_weight, laplacian_weight, style_loss, relative_losses)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
+        self.laplacian_weight = laplacian_weight
         self.style_loss = losses.STYLE_LOSSES[style_loss]
         self.relative_losses = relative_losses
         self.tile_size = _check_tile_size(tile_size, extractor, self.layers)
@@ -137,7 +140,8 @@ class Objective:
         """Content features, style statistics and loss scales of every pair at view `size`, computed once."""
         if size in self._targets:
             return self._targets[size]
-        content, _ = self._measure(downscale(self.images.content.to(device), size), self.content_layers, [])
+        photo = downscale(self.images.content.to(device), size)
+        content, _ = self._measure(photo, self.content_layers, [])
         # Style images keep their aspect ratio and are scaled with the view, so that brush strokes keep their size
         # relative to the picture at every scale.
         ratio = max(size) / max(self.images.content.shape[-2:])
@@ -158,12 +162,17 @@ class Objective:
             blend = self.images.blend.to(device)
             scale = relative_scales(self.relative_losses, content, style, blend, self.style_loss, *weights)
         self._targets[size] = {"content": content, "style": style, "scale": scale}
+        if self.laplacian_weight > 0:  # the photo's structure at this view, and its energy (the term's scale)
+            pool = losses.laplacian_pool(max(self.images.content.shape[-2:]))
+            self._targets[size]["laplacian"] = (lap := losses.laplacian(photo, pool)), pool
+            scale["laplacian"] = lap.pow(2).flatten(1).mean(1) + 1e-8  # [N]
         return self._targets[size]
 
     # ------------------------------------------------------------------------------------------------- loss
     def term_names(self) -> list[str]:
         content = [f"content/{layer}" for layer in self.content_layers]
-        return ["total", "content", "style", "tv", *content, *(f"style/{layer}" for layer in self.style_layers)]
+        style = (f"style/{layer}" for layer in self.style_layers)
+        return ["total", "content", "style", "tv", "laplacian", *content, *style]
 
     def __call__(
         self,
@@ -192,10 +201,10 @@ class Objective:
             }
             stats = {layer: self.style_loss.stat(feats[layer]) for layer in self.style_layers}
             tv = losses.total_variation(x) if self.tv_weight > 0 else None
-            return self._terms(idx, targets, content, stats, tv)
+            return with_laplacian(self._terms(idx, targets, content, stats, tv), x, idx, targets, self.laplacian_weight)
         rank, world = shard
         shapes = self.extractor.feature_shapes(size, self.layers)
-        return two_pass(
+        terms = two_pass(
             x,
             tiles[rank::world],
             tile_sums=lambda leaf, tile: self._tile_sums(leaf, tile, idx, targets),
@@ -204,6 +213,8 @@ class Objective:
             dtype=stat_dtype(x),
             all_reduce=all_reduce if world > 1 else None,
         )
+        # Every rank has the whole view: the term's value on each, its gradient from one (DDP adds the ranks' up).
+        return with_laplacian(terms, x, idx, targets, self.laplacian_weight, grad=rank == 0)
 
     def _terms(
         self, idx: Tensor, targets: Targets, content: dict[str, Tensor], stats: dict[str, Any], tv: Tensor | None
@@ -231,6 +242,7 @@ class Objective:
             style = style + w * term
         out["content"], out["style"] = total_content, style
         out["tv"] = tv if tv is not None else torch.zeros_like(total_content)
+        out["laplacian"] = torch.zeros_like(total_content)  # `_with_laplacian` adds it to the total
         out["total"] = self.content_weight * total_content + self.style_weight * style + self.tv_weight * out["tv"]
         return out
 
@@ -278,6 +290,18 @@ class Objective:
         if self.tv_weight > 0:
             tv = losses.variation_of_sums(sums["tv", "down"], sums["tv", "right"], size).to(dtype)
         return content, stats, tv
+
+
+def with_laplacian(
+    out: dict[str, Tensor], x: Tensor, idx: Tensor, targets: Targets, weight: float, grad: bool = True
+) -> dict[str, Tensor]:
+    """`out` with the Laplacian term of the view `x`, relative to the photo's, added (`grad`: back-propagated)."""
+    if weight > 0:
+        target, pool = targets["laplacian"]
+        term = losses.laplacian_loss(x, target[idx], pool) / targets["scale"]["laplacian"][idx]
+        out["laplacian"] = term if grad else term.detach()
+        out["total"] = out["total"] + weight * out["laplacian"]
+    return out
 
 
 def relative_scales(
@@ -363,9 +387,15 @@ def _style_long_side(style: Tensor, view_ratio: float) -> int:
 
 
 def _check_options(
-    content_weight: float, style_weight: float, tv_weight: float, style_loss: str, relative_losses: bool | str
+    content_weight: float,
+    style_weight: float,
+    tv_weight: float,
+    laplacian_weight: float,
+    style_loss: str,
+    relative_losses: bool | str,
 ) -> None:
-    for name, w in (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)):
+    weights = {"content_weight": content_weight, "style_weight": style_weight, "tv_weight": tv_weight}
+    for name, w in {**weights, "laplacian_weight": laplacian_weight}.items():
         if not (w >= 0 and math.isfinite(w)):
             raise ConfigError(f"model.{name} must be a finite number >= 0, got {w}")
     if style_loss not in losses.STYLE_LOSSES:

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nst_pl.color import match_color, transfer_luminance
+from nst_pl.color import match_color, palette_start, transfer_luminance
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError, ImageError
 from nst_pl.image_io import find_images, load_image
 
 # `model.init` values other than an image file.
-INITS = ("content", "noise", "style")
+INITS = ("content", "palette", "noise", "style")
 PRESERVE_COLOR = ("none", "luminance", "histogram")
 
 
@@ -46,15 +46,19 @@ def check_init(init: str) -> None:
             raise ImageError(f"'{init}' is a folder")
         find_images(init, what="model.init")  # missing, a FIFO, a dangling link: says which
     except ImageError as err:
-        raise ConfigError(f"model.init must be content, noise, style or an image file; {err}") from None
+        raise ConfigError(f"model.init must be content, palette, noise, style or an image file; {err}") from None
 
 
 def initial_images(init: str, images: PairImages) -> Tensor:
-    """The start of every pair's picture, [N, 3, H, W]: the photo (`content`), uniform noise (`noise`), noise with the
-    painting's colour mean and std (`style`), or an image file resized to the canvas."""
+    """The start of every pair's picture, [N, 3, H, W]: the photo (`content`), the photo in the painting's colours
+    with its own luminance (`palette`), uniform noise (`noise`), noise with the painting's colour mean and std
+    (`style`), or an image file resized to the canvas."""
     content = images.content
     if init == "content":
         return content.clone()
+    if init == "palette":
+        pairs = zip(content, images.styles, images.blend)
+        return torch.stack([palette_start(photo, styles, blend) for photo, styles, blend in pairs])
     if init == "noise":
         return torch.rand_like(content)
     if init == "style":

@@ -30,6 +30,7 @@ BASE = dict(
     content_weight=1.0,
     style_weight=1000.0,
     tv_weight=0.0,
+    laplacian_weight=0.0,
     style_loss="gram",
     relative_losses="shared",
     init="content",

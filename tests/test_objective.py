@@ -115,3 +115,29 @@ def test_a_view_too_small_for_the_layers_names_the_option(vgg):
     with pytest.raises(ConfigError, match="model.scales"):
         objective.bind(pairs(), smallest_view=8)  # a first coarse scale of 8 px cannot reach relu5_1
     objective.bind(pairs())  # the full size can
+
+
+def test_the_laplacian_term_holds_the_photos_structure_relative_to_its_own(vgg):
+    objective = make_objective(vgg, laplacian_weight=3.0)
+    data = pairs()
+    objective.bind(data)
+    at_photo = objective(data.content, torch.arange(2))
+    assert at_photo["laplacian"].abs().max() < 1e-6  # the photo has its own structure
+    flat_picture = data.content.mean((2, 3), keepdim=True).expand_as(data.content)
+    flat = objective(flat_picture, torch.arange(2))
+    half = objective(0.5 * (data.content + flat_picture), torch.arange(2))
+    # relative to the photo's Laplacian energy: a flat picture (no structure at all) scores 1, half the contrast 1/4
+    torch.testing.assert_close(flat["laplacian"], torch.ones(2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(half["laplacian"], torch.full((2,), 0.25), rtol=1e-4, atol=1e-6)
+    total = half["content"] + objective.style_weight * half["style"] + 3.0 * half["laplacian"]
+    torch.testing.assert_close(half["total"], total)
+    without = make_objective(vgg, laplacian_weight=0.0)
+    without.bind(data)
+    assert without(flat_picture, torch.arange(2))["laplacian"].abs().max() == 0
+    # a coarse view is held to the structure of the photo's view
+    assert objective(data.content, torch.arange(2), size=(16, 20))["laplacian"].abs().max() < 1e-6
+
+
+def test_a_negative_laplacian_weight_is_refused(vgg):
+    with pytest.raises(ConfigError, match="model.laplacian_weight"):
+        make_objective(vgg, laplacian_weight=-1.0)

@@ -10,6 +10,7 @@ from helpers import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 
 from nst_pl import losses
 from nst_pl.callbacks import ImageLogger
+from nst_pl.color import palette_distance
 from nst_pl.data import PairDataModule
 from nst_pl.extractors import VGG16
 from nst_pl.module import StyleTransfer
@@ -124,6 +125,17 @@ def test_initialisations(tmp_path, pair_dirs, init):
         # noise with the style image's colour statistics
         want = data.images.styles[0][0].flatten(1).mean(1)
         assert torch.allclose(image[0].flatten(1).mean(1), want, atol=0.08)
+
+
+def test_palette_init_starts_from_the_photo_in_the_paintings_colours(tmp_path, pair_dirs):
+    model, data, _ = fit(tmp_path, *pair_dirs, max_steps=1, model_kw={"init": "palette"})
+    image = initial_images("palette", data.images)
+    photo, painting = data.images.content[0], data.images.styles[0][0]
+    assert image.shape == data.images.content.shape
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    assert ((image[0] - photo) * luma).sum(0).abs().mean() < 0.02  # the photo's luminance: its structure
+    assert (image[0] - photo).abs().mean() > 0.01  # …in other colours
+    assert palette_distance(image[0], painting) < 0.8 * palette_distance(photo, painting)
 
 
 def test_preserve_color_histogram_matches_content_statistics(tmp_path, pair_dirs):

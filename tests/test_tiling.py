@@ -96,9 +96,9 @@ def test_tiles_own_every_feature_position_once(vgg, size, tile):
 @pytest.mark.parametrize("style_loss", ["gram", "mean_std"])
 @pytest.mark.parametrize("tile", [32, 36])  # 32 divides 64 x 80, 36 divides neither side
 def test_tiled_gradient_equals_untiled(vgg, style_loss, tile):
-    """Content, style (relative, per-layer weights) and TV over two pairs on a padded canvas: same loss terms and
-    gradient to float rounding."""
-    kw = dict(style_loss=style_loss, style_layer_weights=[1.0, 2.0, 0.5])
+    """Content, style (relative, per-layer weights), TV and the Laplacian term over two pairs on a padded canvas:
+    same loss terms and gradient to float rounding."""
+    kw = dict(style_loss=style_loss, style_layer_weights=[1.0, 2.0, 0.5], laplacian_weight=2.0)
     ref_terms, ref, _ = _step(vgg, None, **kw)
     terms, grad, objective = _step(vgg, tile, **kw)
     assert len(objective.tiles_for((H, W))) >= 4
