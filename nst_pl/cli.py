@@ -42,7 +42,9 @@ commands:
               nst-pl compare --configs 'experiments/*' --data.content photo.jpg --data.style painting.jpg
 
 Bundled recipes for --config: vgg19 (the default of stylize), alexnet, resnet, ddp. Add --verbose (or set
-NST_PL_DEBUG=1) to see every library message and warning, and full tracebacks with NST_PL_DEBUG=1.
+NST_PL_DEBUG=1) to see every library message and warning, and full tracebacks with NST_PL_DEBUG=1. On a CPU
+without fast bfloat16 maths (AVX-512 or AMX), --trainer.precision bf16-mixed or 16-mixed runs 32-true, saying so;
+--force_precision true keeps it.
 """
 
 

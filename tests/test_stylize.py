@@ -191,12 +191,13 @@ def test_fit_help_shows_the_package_options_before_the_trainer(capsys):
     assert "--model.extractor" in head and "--model.style_weight" in head
     assert out.index("--data.image_size") < out.index("--trainer.max_steps")
     assert out.index("--image_logger.every_n_steps") < out.index("--trainer.accelerator")
+    assert "--force_precision" in out  # keeps half precision on a CPU that would crawl with it
 
 
 def test_stylize_help(capsys):
     assert main(["stylize", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "-o, --output" in out and "nst-pl fit --help" in out
+    assert "-o, --output" in out and "nst-pl fit --help" in out and "--force_precision true" in out
 
 
 def test_main_classes_are_exported():
