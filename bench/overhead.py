@@ -8,7 +8,8 @@ time from `nst-pl fit` start to the first step.
 Both sides use the same extractor object, layers (content relu4_2, style relu1_1…relu5_1), losses (relative Gram),
 image size and optimiser (Adam, lr 0.02); nst-pl's step adds the default recipe's Laplacian term, which the plain loop
 does not compute, so the ratio is the Lightning glue plus that term. Rounds alternate (plain, nst-pl, plain, …) so
-that load from other processes hits both sides alike; the figure that matters is the ratio of medians. Goal: ratio <= 1.03.
+that load from other processes hits both sides alike; the figure that matters is the ratio of medians.
+Goal: ratio <= 1.03.
 """
 
 from __future__ import annotations
