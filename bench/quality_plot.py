@@ -5,8 +5,8 @@
 Each panel is one pair: the classic loop's trajectory (grey, every 10 steps) ending at its final point (star, the
 target), and each recipe's trajectory (every evaluation), whose points are filled while the recipe's time is within
 1/3 of the classic's and hollow after; the dashed line is the 1/3-time snapshot under the knob `model.style_strength`
-(0.5 … 1: the output moved back towards the photo). The shaded corner is where a snapshot dominates the classic's
-final point.
+(0.5 … 1: the output moved back towards the photo); dotted, Magenta's feed-forward network at strengths 0 … 1. The
+shaded corner is where a snapshot dominates the classic's final point.
 """
 
 from __future__ import annotations
@@ -30,12 +30,17 @@ def main() -> None:
     runs = [(path.stem, json.loads(path.read_text())) for path in args.results]
     pairs = list(runs[0][1]["pairs"])
     cols = min(len(pairs), 4)
-    fig, axes = plt.subplots(math.ceil(len(pairs) / cols), cols, figsize=(4.2 * cols, 4.0), squeeze=False)
+    rows = math.ceil(len(pairs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.0 * rows), squeeze=False)
     for ax, pair in zip(axes.flat, pairs):
         classic = runs[0][1]["pairs"][pair]["classic"]
         ref = classic[-1]
         ax.plot([p["ssim"] for p in classic], [p["gain"] for p in classic], "-o", color="0.6", ms=3, label="classic")
         ax.plot(ref["ssim"], ref["gain"], "*", color="k", ms=14, label="classic, final")
+        magenta = runs[0][1]["pairs"][pair].get("magenta")
+        if magenta:  # the feed-forward network's strength 0 … 1 (its style vector from the photo's to the painting's)
+            ax.plot([p["ssim"] for p in magenta], [p["gain"] for p in magenta], ":s", color="C3", ms=3, lw=1,
+                    label="Magenta (feed-forward), strength 0…1")  # fmt: skip
         for i, (name, run) in enumerate(runs):
             curve = run["pairs"][pair]["recipe"]
             color = f"C{i}"

@@ -75,7 +75,8 @@ class Objective:
             extractor.layer_index(name)  # unknown names fail here, with the valid ones listed
         self.content_layer_weights = _layer_weights(content_layer_weights, self.content_layers, "content")
         self.style_layer_weights = _layer_weights(style_layer_weights, self.style_layers, "style")
-        _check_options(content_weight, style_weight, tv_weight, laplacian_weight, style_loss, relative_losses)
+        weights = dict(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
+        _check_options({**weights, "laplacian_weight": laplacian_weight}, style_loss, relative_losses)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
         self.laplacian_weight = laplacian_weight
         self.style_loss = losses.STYLE_LOSSES[style_loss]
@@ -386,16 +387,9 @@ def _style_long_side(style: Tensor, view_ratio: float) -> int:
     return max(1, round(max(style.shape[-2:]) * view_ratio))
 
 
-def _check_options(
-    content_weight: float,
-    style_weight: float,
-    tv_weight: float,
-    laplacian_weight: float,
-    style_loss: str,
-    relative_losses: bool | str,
-) -> None:
-    weights = {"content_weight": content_weight, "style_weight": style_weight, "tv_weight": tv_weight}
-    for name, w in {**weights, "laplacian_weight": laplacian_weight}.items():
+def _check_options(weights: dict[str, float], style_loss: str, relative_losses: bool | str) -> None:
+    """The loss weights (by option name), the style loss and the relative mode, each refused with its valid values."""
+    for name, w in weights.items():
         if not (w >= 0 and math.isfinite(w)):
             raise ConfigError(f"model.{name} must be a finite number >= 0, got {w}")
     if style_loss not in losses.STYLE_LOSSES:
