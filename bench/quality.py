@@ -20,9 +20,9 @@ paintings that no tuning saw (bench/pairs/, credits there). For every pair, in o
 Time is the CPU time of this one-thread process (wall time is recorded beside it): on shared machines another job
 stretches wall time, not CPU time. Printed per pair: the classic's final point, the recipe at 1/3 of its time, the
 recipe's first snapshot that dominates it (gain and SSIM both ≥) with its time ratio (goal ≤ 1/3), the palette
-distances, and the SSIM of the recipe and of Magenta at the classic's style gain. Writes to --out the JSON, a sheet of
-every pair and one per pair in sheets/ (photo, painting, the classic's final picture, the recipe's at 1/3 of the
-classic's time, Magenta's at full strength).
+distances, and the SSIM of the recipe and of Magenta at the classic's style gain. Writes to --out the JSON and a
+sheet per pair in sheets/ (photo, painting, the classic's final picture, the recipe's at 1/3 of the classic's time,
+Magenta's at full strength).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def main() -> None:
     cache = json.loads(args.classic_cache.read_text()) if args.classic_cache and args.classic_cache.exists() else {}
     emb = StyleEmbedding(threads=1)
     results = {"recipe": recipe, "size": args.size, "load": [os.getloadavg()], "pairs": {}}
-    rows, sheet = [], []
+    rows = []
     stem = f"{args.pairs if args.pairs in ('tune', 'report', 'all') else 'some'}_{args.name}"
     for content, style in pair_list(args.pairs):
         name = f"{content.stem}__{style.stem}"
@@ -248,13 +248,11 @@ def main() -> None:
         rows.append((name, ref, third, hit, at_gain))
         row = [photo, load_image(style, long_side=args.size), classic_img, snaps[third["step"]]]
         row += [magenta_img] if magenta_img is not None else []
-        sheet.append([to_pil(x) for x in row])
-        row_sheet(sheet[-1:], args.out / "sheets" / f"{name}.jpg")  # one picture per pair, to look at
+        row_sheet([[to_pil(x) for x in row]], args.out / "sheets" / f"{name}.jpg")  # one picture per pair, to look at
         dom = f"at step {hit['step']}, ratio {hit['seconds'] / ref['seconds']:.2f}" if hit else "not within run"
         print(f"{name}: classic {ref['gain']:.3f}/{ref['ssim']:.3f}/{ref['palette']:.2f} in {ref['seconds']:.0f} s; "
               f"ours at 1/3 {third['gain']:.3f}/{third['ssim']:.3f}/{third['palette']:.2f}; dominates {dom}",
               flush=True)  # fmt: skip
-    row_sheet(sheet, args.out / f"{stem}_sheet.jpg")
     print(table(rows, args.size, args.name))
     print(f"load average (1 min) during the run: {[round(x[0], 1) for x in results['load']]}")
 

@@ -78,7 +78,7 @@ def test_laplacian_is_zero_on_flat_and_linear_pictures_and_pools_first():
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 20), torch.linspace(0, 1, 24), indexing="ij")
     ramp = (0.3 * yy + 0.5 * xx).expand(1, 3, 20, 24)
     assert laplacian(ramp, 1).shape == (1, 3, 18, 22) and laplacian(ramp, 2).shape == (1, 3, 8, 10)
-    assert laplacian(ramp, 1).abs().max() < 1e-5 and laplacian(torch.full((1, 3, 9, 9), 0.4), 1).abs().max() == 0
+    assert laplacian(ramp, 1).abs().max() < 1e-5 and laplacian(torch.full((1, 3, 9, 9), 0.4), 1).abs().max() < 1e-6
     dot = torch.zeros(1, 1, 5, 5)
     dot[..., 2, 2] = 1.0
     assert laplacian(dot, 1)[0, 0, 1, 1] == 4 and laplacian(dot, 1)[0, 0, 0, 1] == -1
