@@ -11,8 +11,9 @@ Judges (none of them is optimised by any recipe):
 - palette distance: sliced Wasserstein distance between the CIELAB pixels of the output and of the painting
   (`nst_pl.color.palette_distance`, no network; lower is closer to the painting's colours).
 
-Pairs: `tune` are the demo inputs (images/ × style/), the only ones a recipe may be tuned on; `report` are photos and
-paintings that no tuning saw (bench/pairs/, credits there). For every pair, in one process and back to back:
+Pairs: `tune` are the only ones a recipe may be tuned on: the demo inputs (images/ × style/) and four pairs with
+wide colour and brightness gaps (bench/pairs/, "Extra tune pairs"); `report` are photos and paintings that no tuning
+saw (bench/pairs/, credits there). For every pair, in one process and back to back:
 - the classic loop: VGG16 (Caffe, offline weights), raw Gram/(C·H·W) losses, content relu4_2 weight 1, style
   relu1_1…relu5_1 weight 1e3, Adam lr 0.02, 150 steps from the photo (`common.PlainLoop`);
 - the recipe, stopped at `--max-ratio` × the classic's time, judged every `--eval-every` steps (judging excluded);
@@ -53,6 +54,9 @@ from nst_pl.style_embedding import StyleEmbedding, ssim_luminance  # noqa: E402
 PAIRS = REPO / "bench" / "pairs"
 TUNE = [(REPO / "images" / f"{c}.jpg", REPO / "style" / f"{s}.jpg") for c, s in [
     ("tubingen", "starry_night"), ("chelsea", "woman-with-hat-matisse"), ("tubingen", "woman-with-hat-matisse"),
+]] + [(PAIRS / "photos" / f"{c}.jpg", PAIRS / "paintings" / f"{s}.jpg") for c, s in [
+    ("green-mountain-valley", "the-scream-munch"), ("engine-mechanics", "ramparts-aigues-mortes-bazille"),
+    ("manhattan-skyline-day", "mona-lisa-leonardo"), ("dandelion-seed-heads", "spring-arcimboldo"),
 ]]  # fmt: skip
 REPORT = [(PAIRS / "photos" / f"{c}.jpg", PAIRS / "paintings" / f"{s}.jpg") for c, s in [
     ("astronaut", "great-wave-hokusai"), ("coffee", "composition-vii-kandinsky"), ("rocket", "udnie-picabia"),

@@ -41,7 +41,7 @@ NUMBERS = {
     "model.laplacian_weight": ("the Laplacian term's weight", "3"),
     "model.content_layer_weights": ("each layer's weight", "[1.0]"),
     "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),
-    "model.optimizer.init_args.lr": ("the learning rate", "0.02"),
+    "model.optimizer.init_args.lr": ("the learning rate", "0.05"),
     "data.style_blend": ("each style's weight", "[0.7, 0.3]"),
 }
 # The `data` options that pairs.list_pairs takes, and their types (another type is the parser's to report).

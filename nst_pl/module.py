@@ -46,9 +46,9 @@ DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
-    # The vgg19 recipe's step size (with its style_weight 2000, shared relative losses and ema_decay 0.5), tuned with
-    # bench/quality.py: see README, "Recipes" and "Quality".
-    return torch.optim.Adam(params, lr=0.02)
+    # The vgg19 recipe's full-size step (0.4 of it in the coarse phases; style_weight 2000, shared relative losses,
+    # ema_decay 0.5), tuned with bench/quality.py: see README, "Recipes" and "Quality".
+    return torch.optim.Adam(params, lr=0.05)
 
 
 class StyleTransfer(pl.LightningModule):
@@ -68,7 +68,7 @@ class StyleTransfer(pl.LightningModule):
         init: str = "content",
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
-        coarse_lr_factor: float = 1.0,
+        coarse_lr_factor: float = 0.4,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
@@ -109,9 +109,10 @@ class StyleTransfer(pl.LightningModule):
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
-            coarse_lr_factor: The optimiser's learning rate is multiplied by this during the coarse phases. Below 1,
-                the coarse phases take the painting's colours and large shapes in gentler steps, which keeps more of
-                the photo's structure (SSIM) but takes less of the painting by the same time (README, "Recipes").
+            coarse_lr_factor: The optimiser's learning rate is multiplied by this during the coarse phases. The
+                default 0.4 (with lr 0.05) takes the colours and large shapes in gentle steps (0.02) and the fine
+                strokes of the full-size phase in bold ones (0.05): more of the painting by the same time, the same
+                structure (README, "Recipes"). Lower keeps more of the photo's shapes and takes less of the painting.
             tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
                 (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
                 whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
@@ -123,7 +124,7 @@ class StyleTransfer(pl.LightningModule):
             style_strength: How far the output goes from the photo towards the optimised image: photo +
                 style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
                 Applied to the output like `preserve_color` (before it), so it can change on resume.
-            optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.02}}` (the
+            optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.05}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
         super().__init__()

@@ -118,7 +118,7 @@ def test_the_defaults_are_the_vgg19_recipe(config):
     model = StyleTransfer(VGG16(weights=None))  # VGG16 has every layer of the recipe
     schedule = ("scales", "scale_steps")
     options = {k: v for k, v in shipped.items() if k not in ("extractor", "optimizer", *schedule)}
-    assert {"style_weight", "relative_losses", "ema_decay", "laplacian_weight"} <= set(options)
+    assert {"style_weight", "relative_losses", "ema_decay", "laplacian_weight", "coarse_lr_factor"} <= set(options)
     assert options == {k: model.hparams[k] for k in options}
     optimizer = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
     module, name = shipped["optimizer"]["class_path"].rsplit(".", 1)
