@@ -75,13 +75,8 @@ class Objective:
             extractor.layer_index(name)  # unknown names fail here, with the valid ones listed
         self.content_layer_weights = _layer_weights(content_layer_weights, self.content_layers, "content")
         self.style_layer_weights = _layer_weights(style_layer_weights, self.style_layers, "style")
-        weights = dict(
-            content_weight=content_weight,
-            style_weight=style_weight,
-            tv_weight=tv_weight,
-            laplacian_weight=laplacian_weight,
-        )
-        _check_options(weights, style_loss, relative_losses)
+        weights = dict(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
+        _check_options({**weights, "laplacian_weight": laplacian_weight}, style_loss, relative_losses)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
         self.laplacian_weight = laplacian_weight
         self.style_loss = losses.STYLE_LOSSES[style_loss]
