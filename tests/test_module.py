@@ -126,6 +126,18 @@ def test_the_defaults_are_the_vgg19_recipe(config):
     assert {k: optimizer.defaults[k] for k in shipped["optimizer"]["init_args"]} == shipped["optimizer"]["init_args"]
 
 
+def test_the_early_checks_suggest_the_recipe_defaults():
+    """early_checks cannot import torch, so it restates the recipe's numbers in its suggestions ("a value like 2000"):
+    a retuned default must move them too."""
+    from nst_pl.early_checks import NUMBERS
+
+    model = StyleTransfer(VGG16(weights=None))
+    for key in ("content_weight", "style_weight", "tv_weight", "laplacian_weight"):
+        assert float(NUMBERS[f"model.{key}"][1]) == model.hparams[key], key
+    lr = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"]
+    assert float(NUMBERS["model.optimizer.init_args.lr"][1]) == lr
+
+
 def test_layer_weights_must_match_layers():
     with pytest.raises(ValueError, match="one weight per layer"):
         StyleTransfer(VGG16(weights=None), style_layers=["relu1_1", "relu2_1"], style_layer_weights=[1.0])
