@@ -13,7 +13,7 @@ __all__ = [
     "color_stats",
     "match_color",
     "palette_distance",
-    "palette_start",
+    "painting_palette",
     "rgb_to_lab",
     "rgb_to_yiq",
     "transfer_luminance",
@@ -125,27 +125,28 @@ def _linear_transfer(x: torch.Tensor, mu_r: torch.Tensor, cov_r: torch.Tensor, e
     return transform @ xc + mu_r
 
 
-def palette_start(photo: torch.Tensor, paintings: list[torch.Tensor], weights: torch.Tensor, eps: float = 1e-5):
-    """The photo in the paintings' colours, with its own luminance: a start that has the palette and the structure.
+def painting_palette(picture: torch.Tensor, paintings: list[torch.Tensor], weights: torch.Tensor, eps: float = 1e-5):
+    """The picture in the paintings' colours, with its own luminance: `model.init: palette` (the photo) and
+    `model.palette_transfer` (the result).
 
-    The photo's pixels get the colour mean and covariance of the paintings' pixels (of their blend, `weights`), as
-    `match_color` does; then its luminance (Y of YIQ) is put back, so the picture keeps every edge and shade of the
-    photo and only its chrominance moves to the painting's.
+    The picture's pixels get the colour mean and covariance of the paintings' pixels (of their blend, `weights`), as
+    `match_color` does; then its luminance (Y of YIQ) is put back, so the picture keeps every edge and shade and
+    only its chrominance moves to the painting's.
 
     Args:
-        photo: ``[3, H, W]`` in [0, 1].
+        picture: ``[3, H, W]`` in [0, 1].
         paintings: the pair's style images, ``[3, h, w]`` each.
         weights: ``[K]`` blend weights (sum 1).
     """
     stats = [color_stats(p[None]) for p in paintings]
-    w = weights.double().to(photo.device)
+    w = weights.double().to(picture.device)
     mu = sum(wk * m for wk, (m, _) in zip(w, stats))  # the blend's pixels: a mixture of the paintings' pixels
     second = sum(wk * (c + m @ m.transpose(-1, -2)) for wk, (m, c) in zip(w, stats))
     cov = second - mu @ mu.transpose(-1, -2)
-    moved = _linear_transfer(photo[None].flatten(2).double(), mu, cov, eps).reshape(1, *photo.shape)
-    y = rgb_to_yiq(photo[None].double())[:, :1]
+    moved = _linear_transfer(picture[None].flatten(2).double(), mu, cov, eps).reshape(1, *picture.shape)
+    y = rgb_to_yiq(picture[None].double())[:, :1]
     iq = rgb_to_yiq(moved)[:, 1:]
-    return yiq_to_rgb(torch.cat([y, iq], dim=1))[0].clamp(0.0, 1.0).to(photo.dtype)
+    return yiq_to_rgb(torch.cat([y, iq], dim=1))[0].clamp(0.0, 1.0).to(picture.dtype)
 
 
 # sRGB (D65) -> CIE XYZ, and the D65 white point: the CIELAB of colour science (IEC 61966-2-1, CIE 15).

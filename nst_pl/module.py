@@ -72,6 +72,7 @@ class StyleTransfer(pl.LightningModule):
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
+        palette_transfer: float = 0.5,
         style_strength: float = 1.0,
         optimizer: OptimizerCallable = default_optimizer,
     ) -> None:
@@ -121,6 +122,10 @@ class StyleTransfer(pl.LightningModule):
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
                 chrominance) or `histogram` (match the output's colour mean and covariance to the photo's).
+            palette_transfer: How far the output's chrominance moves towards the painting's colour mean and covariance,
+                its luminance kept (0: the colours as optimised, 1: all the way; default 0.5, measured on the tune
+                pairs: README, "Recipes"); `preserve_color` other than none turns it off. Applied to the output
+                first, so it can change on resume.
             style_strength: How far the output goes from the photo towards the optimised image: photo +
                 style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
                 Applied to the output like `preserve_color` (before it), so it can change on resume.
@@ -131,7 +136,7 @@ class StyleTransfer(pl.LightningModule):
         # Lists, as a config gives them: the saved hyper-parameters compare equal on resume (resume.py).
         content_layers, style_layers = list(content_layers), list(style_layers)
         self.save_hyperparameters(ignore=["extractor", "optimizer"])
-        check_output_options(ema_decay, style_strength, preserve_color)
+        check_output_options(ema_decay, style_strength, preserve_color, palette_transfer)
         # The objective holds the extractor OUT of the module tree on purpose: it is not a parameter, must not be
         # saved in checkpoints (550 MB for VGG19), broadcast by DDP or put in train mode.
         self.objective = Objective(
@@ -151,6 +156,7 @@ class StyleTransfer(pl.LightningModule):
         self.schedule = Schedule(scales, scale_steps, coarse_lr_factor)
         self.init = init
         self.style_strength = style_strength
+        self.palette_transfer = palette_transfer
         self.ema_decay = ema_decay
         self.preserve_color = preserve_color
         self.optimizer_factory = optimizer
@@ -279,7 +285,9 @@ class StyleTransfer(pl.LightningModule):
         outputs = []
         for i, (h, w) in enumerate(self.pair_images.sizes):  # crop first: colour statistics of the real image only
             out, content = x[i, :, :h, :w], self.pair_images.content[i, :, :h, :w].to(x.device)
-            outputs.append(output_picture(out, content, self.style_strength, self.preserve_color).cpu())
+            styles, blend = self.pair_images.styles[i], self.pair_images.blend[i]
+            options = {k: getattr(self, k) for k in ("palette_transfer", "style_strength", "preserve_color")}
+            outputs.append(output_picture(out, content, styles, blend, **options).cpu())
         return outputs
 
     # ----------------------------------------------------------- checkpoints

@@ -1,10 +1,11 @@
 """The generated pictures outside the optimisation: where they start (`model.init`) and what a run outputs (the
-averaged iterate, `model.style_strength`, `model.preserve_color`).
+averaged iterate, `model.palette_transfer`, `model.style_strength`, `model.preserve_color`).
 
     check_init(init)                                  # before the run's folder exists: an image file must be one
     image = initial_images(init, pair_images)         # [N, 3, H, W] in [0, 1]
     ...
-    out = output_picture(averaged, photo, style_strength, preserve_color)   # one pair's result
+    out = output_picture(averaged, photo, paintings, blend, palette_transfer=0.5, style_strength=1.0,
+                         preserve_color="none")          # one pair's result
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nst_pl.color import match_color, palette_start, transfer_luminance
+from nst_pl.color import match_color, painting_palette, transfer_luminance
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError, ImageError
 from nst_pl.image_io import find_images, load_image
@@ -25,7 +26,9 @@ INITS = ("content", "palette", "noise", "style")
 PRESERVE_COLOR = ("none", "luminance", "histogram")
 
 
-def check_output_options(ema_decay: float | None, style_strength: float, preserve_color: str) -> None:
+def check_output_options(
+    ema_decay: float | None, style_strength: float, preserve_color: str, palette_transfer: float
+) -> None:
     """The options of the output (see `StyleTransfer`), each refused with its valid range."""
     if preserve_color not in PRESERVE_COLOR:
         raise ConfigError(f"unknown model.preserve_color {preserve_color!r}; choose none, luminance or histogram")
@@ -34,6 +37,11 @@ def check_output_options(ema_decay: float | None, style_strength: float, preserv
     if not (0.0 <= style_strength <= 2.0):
         raise ConfigError(
             f"model.style_strength must be between 0 and 2 (1: the optimised image), got {style_strength}"
+        )
+    if not (0.0 <= palette_transfer <= 1.0):
+        raise ConfigError(
+            f"model.palette_transfer must be between 0 (the colours as optimised) and 1 (the painting's colour mean "
+            f"and covariance), got {palette_transfer}"
         )
 
 
@@ -58,7 +66,7 @@ def initial_images(init: str, images: PairImages) -> Tensor:
         return content.clone()
     if init == "palette":
         pairs = zip(content, images.styles, images.blend)
-        return torch.stack([palette_start(photo, styles, blend) for photo, styles, blend in pairs])
+        return torch.stack([painting_palette(photo, styles, blend) for photo, styles, blend in pairs])
     if init == "noise":
         return torch.rand_like(content)
     if init == "style":
@@ -103,10 +111,24 @@ def towards_photo(output: Tensor, photo: Tensor, style_strength: float) -> Tenso
     return (photo + style_strength * (output - photo)).clamp(0, 1)
 
 
-def output_picture(picture: Tensor, photo: Tensor, style_strength: float, preserve_color: str) -> Tensor:
-    """One pair's result from its (averaged, cropped) picture and its photo, [3, h, w] each: `style_strength`, then
-    `preserve_color` (`luminance`: the picture's luminance with the photo's chrominance; `histogram`: the picture's
-    colour mean and covariance matched to the photo's)."""
+def output_picture(
+    picture: Tensor,
+    photo: Tensor,
+    paintings: list[Tensor],
+    blend: Tensor,
+    *,
+    palette_transfer: float,
+    style_strength: float,
+    preserve_color: str,
+) -> Tensor:
+    """One pair's result from its (averaged, cropped) picture, its photo ([3, h, w] each), its paintings and their
+    blend weights: `palette_transfer` (the picture's chrominance that far towards the paintings' colour mean and
+    covariance, its luminance kept; not with `preserve_color`, which asks for the photo's colours), then
+    `style_strength`, then `preserve_color` (`luminance`: the picture's luminance with the photo's chrominance;
+    `histogram`: the picture's colour mean and covariance matched to the photo's)."""
+    if palette_transfer > 0 and preserve_color == "none":
+        moved = painting_palette(picture, [p.to(picture.device) for p in paintings], blend)
+        picture = picture + palette_transfer * (moved - picture)
     if style_strength != 1.0:
         picture = towards_photo(picture, photo, style_strength)
     if preserve_color == "luminance":

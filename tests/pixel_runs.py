@@ -40,6 +40,7 @@ BASE = dict(
     tile_size=None,
     ema_decay=None,
     preserve_color="none",
+    palette_transfer=0.0,
     style_strength=1.0,
 )
 ADAM = functools.partial(torch.optim.Adam, lr=0.02)

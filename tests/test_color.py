@@ -7,8 +7,8 @@ import torch
 
 from nst_pl.color import (
     match_color,
+    painting_palette,
     palette_distance,
-    palette_start,
     rgb_to_lab,
     rgb_to_yiq,
     transfer_luminance,
@@ -160,15 +160,15 @@ def test_palette_distance_sees_colours_not_places_and_not_size():
     assert palette_distance(other, painting) == pytest.approx(palette_distance(painting, other), rel=1e-6)
 
 
-def test_palette_start_keeps_the_photos_luminance_and_takes_the_paintings_colours():
+def test_painting_palette_keeps_the_photos_luminance_and_takes_the_paintings_colours():
     photo = 0.3 + 0.4 * coloured(3, 1, (20, 20))[0]  # mid-range: no clamping
     painting = coloured(4, 1, (30, 30))[0]
-    start = palette_start(photo, [painting], torch.ones(1))
+    start = painting_palette(photo, [painting], torch.ones(1))
     assert torch.allclose(rgb_to_yiq(start)[0], rgb_to_yiq(photo)[0], atol=1e-4)  # every edge and shade kept
     assert palette_distance(start, painting) < palette_distance(photo, painting)
     # a blend of two paintings lands between the two single-painting starts
     other = coloured(5, 1, (30, 30))[0].flip(0)
-    mid = palette_start(photo, [painting, other], torch.tensor([0.5, 0.5]))
-    a, b = palette_start(photo, [painting], torch.ones(1)), palette_start(photo, [other], torch.ones(1))
+    mid = painting_palette(photo, [painting, other], torch.tensor([0.5, 0.5]))
+    a, b = painting_palette(photo, [painting], torch.ones(1)), painting_palette(photo, [other], torch.ones(1))
     assert palette_distance(mid, painting) < palette_distance(b, painting)
     assert palette_distance(mid, other) < palette_distance(a, other)

@@ -118,7 +118,15 @@ def test_the_defaults_are_the_vgg19_recipe(config):
     model = StyleTransfer(VGG16(weights=None))  # VGG16 has every layer of the recipe
     schedule = ("scales", "scale_steps")
     options = {k: v for k, v in shipped.items() if k not in ("extractor", "optimizer", *schedule)}
-    assert {"style_weight", "relative_losses", "ema_decay", "laplacian_weight", "coarse_lr_factor"} <= set(options)
+    recipe = {
+        "style_weight",
+        "relative_losses",
+        "ema_decay",
+        "laplacian_weight",
+        "coarse_lr_factor",
+        "palette_transfer",
+    }
+    assert recipe <= set(options)
     assert options == {k: model.hparams[k] for k in options}
     optimizer = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
     module, name = shipped["optimizer"]["class_path"].rsplit(".", 1)
@@ -132,7 +140,7 @@ def test_the_early_checks_suggest_the_recipe_defaults():
     from nst_pl.early_checks import NUMBERS
 
     model = StyleTransfer(VGG16(weights=None))
-    for key in ("content_weight", "style_weight", "tv_weight", "laplacian_weight"):
+    for key in ("content_weight", "style_weight", "tv_weight", "laplacian_weight", "palette_transfer"):
         assert float(NUMBERS[f"model.{key}"][1]) == model.hparams[key], key
     lr = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"]
     assert float(NUMBERS["model.optimizer.init_args.lr"][1]) == lr

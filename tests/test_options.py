@@ -263,3 +263,26 @@ def test_a_style_image_too_small_for_the_layers_names_style_size(tmp_path, pair_
     # relu2_1 needs 2 px; a 1 px style image used to fail deep inside the extractor.
     with pytest.raises(ValueError, match=r"style image side of 1 px .* data\.style_size"):
         fit(tmp_path, *pair_dirs, max_steps=1, data_kw={"style_size": 1})
+
+
+def test_palette_transfer_moves_the_outputs_chroma_towards_the_paintings_and_keeps_its_luminance(tmp_path, pair_dirs):
+    from nst_pl.color import color_stats, rgb_to_yiq
+
+    model, data, _ = fit(tmp_path, *pair_dirs, max_steps=4, model_kw={"ema_decay": None, "palette_transfer": 0.0})
+    h, w = data.images.sizes[0]
+    raw = model.image.detach()[0, :, :h, :w]
+    assert torch.allclose(model.output_images()[0], raw.clamp(0, 1), atol=1e-6)  # 0: the colours as optimised
+    painting_mean = color_stats(data.images.styles[0][0][None])[0].flatten()
+
+    def chroma_gap(picture):  # distance of the colour mean to the painting's
+        return (color_stats(picture[None])[0].flatten() - painting_mean).norm()
+
+    model.palette_transfer = 1.0
+    full = model.output_images()[0]
+    # The luminance is kept, but for the pixels whose new colour leaves the RGB cube (clamped): few, on average.
+    assert (rgb_to_yiq(full)[0] - rgb_to_yiq(raw.clamp(0, 1))[0]).abs().mean() < 0.01
+    assert chroma_gap(full) < 0.5 * chroma_gap(raw)
+    model.palette_transfer = 0.5
+    assert torch.allclose(model.output_images()[0], (raw.clamp(0, 1) + full) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="palette_transfer"):
+        StyleTransfer(VGG16(weights=None), palette_transfer=1.5)
