@@ -1,10 +1,12 @@
 """Fixed-seed tiny runs whose pixels must not change under a refactor, and the generator of their reference.
 
-    python tests/pixel_runs.py      # rewrites tests/reference/pixels.pt from the current code
+    python tests/pixel_runs.py      # rewrites tests/reference/pixels-<CPU capability>.pt from the current code
 
 Each run states every recipe value (loss weights, relative losses, averaging, optimiser, schedule …) instead of
 relying on the module's defaults, so that a change of the default recipe does not move these pixels. One thread:
-a convolution's summation order, hence its last bits, depends on the thread count.
+a convolution's summation order, hence its last bits, depends on the thread count, and on the CPU's instruction
+set: one reference per `torch.backends.cpu.get_cpu_capability()` (AVX2, AVX512), since five Adam steps carry the
+last bits of another instruction set up to 7e-3 (measured: an AVX2 machine against AVX-512 references).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "tests" / "reference" / "pixels.pt"
+REFERENCES = REPO / "tests" / "reference"
+
+
+def reference_path(capability: str | None = None) -> Path:
+    """The reference file of this CPU's instruction set (or of `capability`)."""
+    return REFERENCES / f"pixels-{capability or torch.backends.cpu.get_cpu_capability()}.pt"
+
+
 SIZE = 32
 STEPS = 5
 
@@ -147,8 +156,9 @@ if __name__ == "__main__":
     os.environ.setdefault("PL_DISABLE_FORK", "1")
     with tempfile.TemporaryDirectory() as tmp:
         pixels = run_all(Path(tmp))
-    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(pixels, REFERENCE)
+    path = reference_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(pixels, path)
     for name, tensors in pixels.items():
         print(name, tuple(tensors["image"].shape), file=sys.stderr)
-    print(f"wrote {REFERENCE} ({REFERENCE.stat().st_size // 1024} KB)")
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")

@@ -1,14 +1,19 @@
 """The same pixels as the stored reference: fixed-seed tiny runs (tests/pixel_runs.py) of every path a step can take
 (plain, coarse-to-fine, tiled, averaging, LBFGS, several pairs and blended styles, the command line). A refactor
-must not move them; a deliberate change of the maths regenerates the reference with `python tests/pixel_runs.py`."""
+must not move them; a deliberate change of the maths regenerates the reference with `python tests/pixel_runs.py`.
+
+The reference of this CPU's instruction set is matched to 1e-6. On an instruction set without one, another's is
+matched to 1e-2 (the last bits differ and five steps carry them to 7e-3): a coarse check until its own is made."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from pixel_runs import REFERENCE, run_all
+from pixel_runs import REFERENCES, reference_path, run_all
 
-TOLERANCE = 1e-6
+SAME_CPU, OTHER_CPU = 1e-6, 1e-2
+OWN = reference_path()
+REFERENCE, TOLERANCE = (OWN, SAME_CPU) if OWN.exists() else (sorted(REFERENCES.glob("pixels-*.pt"))[0], OTHER_CPU)
 
 
 @pytest.fixture(scope="module")
