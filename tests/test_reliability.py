@@ -31,6 +31,7 @@ from PIL import Image
 from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.cli import main, user_errors
+from nst_pl.color import painting_palette
 from nst_pl.data import PairDataModule
 from nst_pl.errors import ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
@@ -445,16 +446,19 @@ def _poison_extractor(monkeypatch, after: int, how: str) -> None:
     monkeypatch.setattr(VGG19, "forward", forward)
 
 
-def ckpt_output(ckpt: dict) -> torch.Tensor:
-    """The first pair's output image as the checkpoint holds it: the bias-corrected EMA when averaging is on."""
+def ckpt_output(ckpt: dict, painting: Path) -> torch.Tensor:
+    """The first pair's output image as the checkpoint holds it: the bias-corrected EMA when averaging is on, then the
+    run's `palette_transfer` towards `painting` (loaded at the canvas's long side, as the data module does)."""
     state = ckpt["state_dict"]
     image = averaged_image(
         state["image"],
         state.get("image_ema"),
         int(state.get("ema_steps", 0)),
         ckpt["hyper_parameters"].get("ema_decay"),
-    )
-    return image[0].clamp(0, 1)
+    )[0].clamp(0, 1)
+    share = ckpt["hyper_parameters"].get("palette_transfer", 0.0)
+    moved = painting_palette(image, [image_io.load_image(painting, long_side=max(image.shape[-2:]))], torch.ones(1))
+    return image + share * (moved - image)
 
 
 @pytest.mark.parametrize("how", ["loss", "gradient"])
@@ -474,7 +478,7 @@ def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, ca
     image = ckpt["state_dict"]["image"][0]
     assert torch.isfinite(image).all()
     last_png = read_png(run_ / "images" / "photo__paint" / f"step_{k:06d}.png")
-    assert (ckpt_output(ckpt) - last_png).abs().max() <= 1 / 255 + 1e-6
+    assert (ckpt_output(ckpt, style) - last_png).abs().max() <= 1 / 255 + 1e-6
 
 
 # ---------------------------------------------------------------------------------------------- 5. faults
@@ -632,7 +636,8 @@ def test_signal_saves_images_and_a_checkpoint_then_exits_non_zero(runs, name, co
     image = ckpt["state_dict"]["image"][0]
     assert torch.isfinite(image).all()
     if name == "sigterm":  # handled at a step boundary: the checkpoint and the last PNG show the same image
-        assert (ckpt_output(ckpt) - read_png(images / f"step_{step:06d}.png")).abs().max() <= 1 / 255 + 1e-6
+        painting = bg.root / "style" / "paint.png"
+        assert (ckpt_output(ckpt, painting) - read_png(images / f"step_{step:06d}.png")).abs().max() <= 1 / 255 + 1e-6
     no_stray_files(bg.root)
 
 
