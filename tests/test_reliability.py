@@ -31,14 +31,13 @@ from PIL import Image
 from nst_pl import image_io
 from nst_pl.checkpoint_io import AtomicCheckpointIO
 from nst_pl.cli import main, user_errors
-from nst_pl.color import painting_palette
 from nst_pl.data import PairDataModule
 from nst_pl.errors import ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.fit import NSTCLI
 from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer
 from nst_pl.objective import _layer_weights
-from nst_pl.pictures import averaged_image
+from nst_pl.pictures import averaged_image, output_picture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ORIGINAL_WRITE_ALL = image_io._write_all
@@ -49,10 +48,13 @@ PRINTED_PROGRESS = ("--trainer.enable_progress_bar", "true")
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
+def _input_files(root: Path) -> tuple[Path, Path]:
+    return root / "content" / "photo.png", root / "style" / "paint.png"
+
+
 def inputs(root: Path) -> tuple[Path, Path]:
-    content = make_image(root / "content" / "photo.png", (48, 40), seed=1)
-    style = make_image(root / "style" / "paint.png", (40, 40), seed=2, kind="stripes")
-    return content, style
+    content, style = _input_files(root)
+    return make_image(content, (48, 40), seed=1), make_image(style, (40, 40), seed=2, kind="stripes")
 
 
 def fit_args(
@@ -446,19 +448,17 @@ def _poison_extractor(monkeypatch, after: int, how: str) -> None:
     monkeypatch.setattr(VGG19, "forward", forward)
 
 
-def ckpt_output(ckpt: dict, painting: Path) -> torch.Tensor:
-    """The first pair's output image as the checkpoint holds it: the bias-corrected EMA when averaging is on, then the
-    run's `palette_transfer` towards `painting` (loaded at the canvas's long side, as the data module does)."""
-    state = ckpt["state_dict"]
+def ckpt_output(ckpt: dict, root: Path) -> torch.Tensor:
+    """The first pair's output image as the checkpoint holds it: the bias-corrected EMA when averaging is on, through
+    the module's own output step with the run's options (photo and painting of `inputs(root)`, loaded at the canvas's
+    long side as the data module does)."""
+    state, options = ckpt["state_dict"], ckpt["hyper_parameters"]
     image = averaged_image(
-        state["image"],
-        state.get("image_ema"),
-        int(state.get("ema_steps", 0)),
-        ckpt["hyper_parameters"].get("ema_decay"),
+        state["image"], state.get("image_ema"), int(state.get("ema_steps", 0)), options.get("ema_decay")
     )[0].clamp(0, 1)
-    share = ckpt["hyper_parameters"].get("palette_transfer", 0.0)
-    moved = painting_palette(image, [image_io.load_image(painting, long_side=max(image.shape[-2:]))], torch.ones(1))
-    return image + share * (moved - image)
+    photo, painting = (image_io.load_image(p, long_side=max(image.shape[-2:])) for p in _input_files(root))
+    keys = ("palette_transfer", "style_strength", "preserve_color")
+    return output_picture(image, photo, [painting], torch.ones(1), **{k: options[k] for k in keys})
 
 
 @pytest.mark.parametrize("how", ["loss", "gradient"])
@@ -478,7 +478,7 @@ def test_non_finite_loss_stops_with_the_last_finite_image_kept(how, tmp_path, ca
     image = ckpt["state_dict"]["image"][0]
     assert torch.isfinite(image).all()
     last_png = read_png(run_ / "images" / "photo__paint" / f"step_{k:06d}.png")
-    assert (ckpt_output(ckpt, style) - last_png).abs().max() <= 1 / 255 + 1e-6
+    assert (ckpt_output(ckpt, tmp_path) - last_png).abs().max() <= 1 / 255 + 1e-6
 
 
 # ---------------------------------------------------------------------------------------------- 5. faults
@@ -636,8 +636,7 @@ def test_signal_saves_images_and_a_checkpoint_then_exits_non_zero(runs, name, co
     image = ckpt["state_dict"]["image"][0]
     assert torch.isfinite(image).all()
     if name == "sigterm":  # handled at a step boundary: the checkpoint and the last PNG show the same image
-        painting = bg.root / "style" / "paint.png"
-        assert (ckpt_output(ckpt, painting) - read_png(images / f"step_{step:06d}.png")).abs().max() <= 1 / 255 + 1e-6
+        assert (ckpt_output(ckpt, bg.root) - read_png(images / f"step_{step:06d}.png")).abs().max() <= 1 / 255 + 1e-6
     no_stray_files(bg.root)
 
 
