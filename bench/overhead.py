@@ -57,7 +57,7 @@ def plain_round(extractor, data, steps: int, warmup: int) -> list[float]:
 
 
 def nst_round(extractor, size: int, steps: int, warmup: int, root: str) -> list[float]:
-    # The plain loop's settings, spelled out (the module's defaults are the vgg19 recipe's: style weight 2000, shared
+    # The plain loop's settings, spelled out (the module's defaults are the vgg19 recipe's: style weight 2500, shared
     # relative losses, lr 0.05 (0.02 in coarse phases), EMA 0.5; the EMA would add an image update per step that the
     # plain loop does not do). The recipe's Laplacian term stays on (the module's default): the ratio counts its cost.
     model = StyleTransfer(

@@ -36,9 +36,9 @@ UNKNOWN = object()
 # The options that are numbers (or lists of numbers) to keep finite and >= 0: what each is, a value to suggest.
 NUMBERS = {
     "model.content_weight": ("the content weight", "1"),
-    "model.style_weight": ("the style weight", "2000"),
+    "model.style_weight": ("the style weight", "2500"),
     "model.tv_weight": ("the total-variation weight", "0"),
-    "model.laplacian_weight": ("the Laplacian term's weight", "3"),
+    "model.laplacian_weight": ("the Laplacian term's weight", "4.5"),
     "model.palette_transfer": ("the palette transfer", "0.5"),
     "model.content_layer_weights": ("each layer's weight", "[1.0]"),
     "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),

@@ -46,7 +46,7 @@ DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
-    # The vgg19 recipe's full-size step (0.4 of it in the coarse phases; style_weight 2000, shared relative losses,
+    # The vgg19 recipe's full-size step (0.4 of it in the coarse phases; style_weight 2500, shared relative losses,
     # ema_decay 0.5), tuned with bench/quality.py: see README, "Recipes" and "Quality".
     return torch.optim.Adam(params, lr=0.05)
 
@@ -60,9 +60,9 @@ class StyleTransfer(pl.LightningModule):
         content_layer_weights: list[float] | None = None,
         style_layer_weights: list[float] | None = None,
         content_weight: float = 1.0,
-        style_weight: float = 2000.0,
+        style_weight: float = 2500.0,
         tv_weight: float = 0.0,
-        laplacian_weight: float = 3.0,
+        laplacian_weight: float = 4.5,
         style_loss: Literal["gram", "mean_std", "wasserstein"] = "gram",
         relative_losses: bool | Literal["shared"] = "shared",
         init: str = "content",
