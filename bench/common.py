@@ -34,6 +34,7 @@ def objective_options(
         style_weight=style_weight,
         tv_weight=0.0,
         laplacian_weight=0.0,
+        coarse_luminance_weight=0.0,
         style_loss="gram",
         relative_losses=relative_losses,
         tile_size=None,

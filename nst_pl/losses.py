@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nst_pl.color import rgb_to_yiq
 from nst_pl.linalg import sym_matrix_power
 
 
@@ -307,3 +308,23 @@ def laplacian_loss(image: Tensor, target: Tensor, pool: int) -> Tensor:
     `pool`), per image: [N]."""
     with fp32_region():
         return (laplacian(image, pool) - target).pow(2).flatten(1).mean(1)
+
+
+# Cells along the long side of the luminance layout: large patches of light and dark, not shapes or edges.
+LUMINANCE_CELLS = 32
+
+
+def luminance_layout(image: Tensor, cells: int = LUMINANCE_CELLS) -> Tensor:
+    """The luminance of `image` [N, 3, H, W] averaged over a grid of `cells` cells along its long side (square cells,
+    the same grid relative to the picture at any size): [N, 1, h, w]."""
+    with fp32_region():
+        y = rgb_to_yiq(_fp32(image))[:, :1]
+        h, w = y.shape[-2:]
+        grid = (max(1, round(h * cells / max(h, w))), max(1, round(w * cells / max(h, w))))
+        return F.adaptive_avg_pool2d(y, grid)
+
+
+def luminance_loss(image: Tensor, target: Tensor) -> Tensor:
+    """Mean squared difference between the luminance layout of `image` and `target` (the photo's), per image: [N]."""
+    with fp32_region():
+        return (luminance_layout(image) - target).pow(2).flatten(1).mean(1)

@@ -63,6 +63,7 @@ class StyleTransfer(pl.LightningModule):
         style_weight: float = 2500.0,
         tv_weight: float = 0.0,
         laplacian_weight: float = 4.5,
+        coarse_luminance_weight: float = 0.0,
         style_loss: Literal["gram", "mean_std", "wasserstein"] = "gram",
         relative_losses: bool | Literal["shared"] = "shared",
         init: str = "content",
@@ -97,6 +98,10 @@ class StyleTransfer(pl.LightningModule):
                 Laplacians of the view and of the photo (both average-pooled 2 px per 256 px of the view), relative
                 to the photo's own; it keeps the edges and fine shading that the content layer lets the style
                 overwrite. 0 turns it off.
+            coarse_luminance_weight: Weight of the luminance term of the coarse phases (`scales`): the mean squared
+                difference between the view's and the photo's luminance averaged over 32 cells along the long side,
+                relative to the photo's own variance there; it keeps the photo's large patches of light and dark
+                while the coarse views take the painting's colours and shapes. 0 turns it off.
             style_loss: `gram` (Gatys et al.), `mean_std` (per-channel mean and std, as in AdaIN) or
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
@@ -149,6 +154,7 @@ class StyleTransfer(pl.LightningModule):
             style_weight=style_weight,
             tv_weight=tv_weight,
             laplacian_weight=laplacian_weight,
+            coarse_luminance_weight=coarse_luminance_weight,
             style_loss=style_loss,
             relative_losses=relative_losses,
             tile_size=tile_size,

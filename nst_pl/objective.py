@@ -63,6 +63,7 @@ class Objective:
         style_weight: float,
         tv_weight: float,
         laplacian_weight: float,
+        coarse_luminance_weight: float,
         style_loss: str,
         relative_losses: bool | str,
         tile_size: int | None,
@@ -76,9 +77,10 @@ class Objective:
         self.content_layer_weights = _layer_weights(content_layer_weights, self.content_layers, "content")
         self.style_layer_weights = _layer_weights(style_layer_weights, self.style_layers, "style")
         weights = dict(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
-        _check_options({**weights, "laplacian_weight": laplacian_weight}, style_loss, relative_losses)
+        pixel_weights = dict(laplacian_weight=laplacian_weight, coarse_luminance_weight=coarse_luminance_weight)
+        _check_options({**weights, **pixel_weights}, style_loss, relative_losses)
         self.content_weight, self.style_weight, self.tv_weight = content_weight, style_weight, tv_weight
-        self.laplacian_weight = laplacian_weight
+        self.laplacian_weight, self.coarse_luminance_weight = laplacian_weight, coarse_luminance_weight
         self.style_loss = losses.STYLE_LOSSES[style_loss]
         self.relative_losses = relative_losses
         self.tile_size = _check_tile_size(tile_size, extractor, self.layers)
@@ -167,13 +169,17 @@ class Objective:
             pool = losses.laplacian_pool(max(self.images.content.shape[-2:]))
             self._targets[size]["laplacian"] = (lap := losses.laplacian(photo, pool)), pool
             scale["laplacian"] = lap.pow(2).flatten(1).mean(1) + 1e-8  # [N]
+        if self.coarse_luminance_weight > 0 and size != tuple(self.images.content.shape[-2:]):
+            # The photo's large patches of light and dark at a coarse view, and their variance (the term's scale).
+            self._targets[size]["luminance"] = layout = losses.luminance_layout(photo)
+            scale["luminance"] = layout.flatten(1).var(1, unbiased=False) + 1e-6  # [N]
         return self._targets[size]
 
     # ------------------------------------------------------------------------------------------------- loss
     def term_names(self) -> list[str]:
         content = [f"content/{layer}" for layer in self.content_layers]
         style = (f"style/{layer}" for layer in self.style_layers)
-        return ["total", "content", "style", "tv", "laplacian", *content, *style]
+        return ["total", "content", "style", "tv", "laplacian", "luminance", *content, *style]
 
     def __call__(
         self,
@@ -202,7 +208,7 @@ class Objective:
             }
             stats = {layer: self.style_loss.stat(feats[layer]) for layer in self.style_layers}
             tv = losses.total_variation(x) if self.tv_weight > 0 else None
-            return with_laplacian(self._terms(idx, targets, content, stats, tv), x, idx, targets, self.laplacian_weight)
+            return self._with_pixel_terms(self._terms(idx, targets, content, stats, tv), x, idx, targets)
         rank, world = shard
         shapes = self.extractor.feature_shapes(size, self.layers)
         terms = two_pass(
@@ -215,7 +221,7 @@ class Objective:
             all_reduce=all_reduce if world > 1 else None,
         )
         # Every rank has the whole view: the term's value on each, its gradient from one (DDP adds the ranks' up).
-        return with_laplacian(terms, x, idx, targets, self.laplacian_weight, grad=rank == 0)
+        return self._with_pixel_terms(terms, x, idx, targets, grad=rank == 0)
 
     def _terms(
         self, idx: Tensor, targets: Targets, content: dict[str, Tensor], stats: dict[str, Any], tv: Tensor | None
@@ -243,8 +249,25 @@ class Objective:
             style = style + w * term
         out["content"], out["style"] = total_content, style
         out["tv"] = tv if tv is not None else torch.zeros_like(total_content)
-        out["laplacian"] = torch.zeros_like(total_content)  # `_with_laplacian` adds it to the total
+        out["laplacian"] = torch.zeros_like(total_content)  # `_with_pixel_terms` adds these to the total
+        out["luminance"] = torch.zeros_like(total_content)
         out["total"] = self.content_weight * total_content + self.style_weight * style + self.tv_weight * out["tv"]
+        return out
+
+    def _with_pixel_terms(
+        self, out: dict[str, Tensor], x: Tensor, idx: Tensor, targets: Targets, grad: bool = True
+    ) -> dict[str, Tensor]:
+        """`out` with the terms computed on the pixels of the whole view `x`, relative to the photo's, added to the
+        total (`grad`: back-propagated): its Laplacian, and at a coarse view its luminance layout."""
+        if self.laplacian_weight > 0:
+            target, pool = targets["laplacian"]
+            term = losses.laplacian_loss(x, target[idx], pool) / targets["scale"]["laplacian"][idx]
+            out["laplacian"] = term if grad else term.detach()
+            out["total"] = out["total"] + self.laplacian_weight * out["laplacian"]
+        if "luminance" in targets:
+            term = losses.luminance_loss(x, targets["luminance"][idx]) / targets["scale"]["luminance"][idx]
+            out["luminance"] = term if grad else term.detach()
+            out["total"] = out["total"] + self.coarse_luminance_weight * out["luminance"]
         return out
 
     # ------------------------------------------------------------------------------------ tiles' sums (tiling.py)
@@ -291,18 +314,6 @@ class Objective:
         if self.tv_weight > 0:
             tv = losses.variation_of_sums(sums["tv", "down"], sums["tv", "right"], size).to(dtype)
         return content, stats, tv
-
-
-def with_laplacian(
-    out: dict[str, Tensor], x: Tensor, idx: Tensor, targets: Targets, weight: float, grad: bool = True
-) -> dict[str, Tensor]:
-    """`out` with the Laplacian term of the view `x`, relative to the photo's, added (`grad`: back-propagated)."""
-    if weight > 0:
-        target, pool = targets["laplacian"]
-        term = losses.laplacian_loss(x, target[idx], pool) / targets["scale"]["laplacian"][idx]
-        out["laplacian"] = term if grad else term.detach()
-        out["total"] = out["total"] + weight * out["laplacian"]
-    return out
 
 
 def relative_scales(

@@ -40,6 +40,7 @@ BASE = dict(
     style_weight=1000.0,
     tv_weight=0.0,
     laplacian_weight=0.0,
+    coarse_luminance_weight=0.0,
     style_loss="gram",
     relative_losses="shared",
     init="content",

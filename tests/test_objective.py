@@ -138,6 +138,29 @@ def test_the_laplacian_term_holds_the_photos_structure_relative_to_its_own(vgg):
     assert objective(data.content, torch.arange(2), size=(16, 20))["laplacian"].abs().max() < 1e-6
 
 
+def test_the_luminance_term_holds_the_photos_light_and_dark_at_the_coarse_views_only(vgg):
+    objective = make_objective(vgg, coarse_luminance_weight=2.0)
+    data = pairs()
+    objective.bind(data)
+    idx, view = torch.arange(2), (16, 20)
+    assert objective(data.content, idx, size=view)["luminance"].abs().max() < 1e-6  # the photo's own layout
+    # relative to the photo's variance of luminance over the layout's cells: a grey picture at its mean scores 1
+    luma = (data.content * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1, keepdim=True)
+    grey = luma.mean((2, 3), keepdim=True).expand_as(data.content)
+    coarse = objective(grey, idx, size=view)
+    torch.testing.assert_close(coarse["luminance"], torch.ones(2), rtol=2e-2, atol=0)
+    total = coarse["content"] + objective.style_weight * coarse["style"] + 2.0 * coarse["luminance"]
+    torch.testing.assert_close(coarse["total"], total)
+    # colour moves it little: the photo's luminance with other chrominance scores near 0
+    swapped = data.content[:, [2, 0, 1]]
+    recoloured = swapped - (swapped * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1, keepdim=True) + luma
+    assert objective(recoloured, idx, size=view)["luminance"].max() < 1e-4
+    # the full-size phase is free to move the light and dark
+    full = objective(grey, idx)
+    assert full["luminance"].abs().max() == 0
+    torch.testing.assert_close(full["total"], full["content"] + objective.style_weight * full["style"])
+
+
 def test_a_negative_laplacian_weight_is_refused(vgg):
     with pytest.raises(ConfigError, match="model.laplacian_weight"):
         make_objective(vgg, laplacian_weight=-1.0)

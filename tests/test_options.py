@@ -97,6 +97,34 @@ def test_coarse_lr_factor_scales_the_steps_of_the_coarse_phases_only(tmp_path, p
         StyleTransfer(VGG16(weights=None), coarse_lr_factor=0.0)
 
 
+def test_coarse_luminance_weight_keeps_the_photos_light_and_dark_through_the_coarse_phases(tmp_path, pair_dirs):
+    """The coarse phases with the luminance term end nearer the photo's luminance layout; the term is logged in the
+    coarse steps and is 0 at the full size."""
+    after_coarse, recorders = {}, {}
+
+    class Keep(__import__("pytorch_lightning").Callback):
+        def __init__(self, weight):
+            self.weight = weight
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:  # the end of the coarse phase
+                after_coarse[self.weight] = pl_module.image.detach().clone()
+
+    adam = lambda p: torch.optim.Adam(p, lr=0.05)  # noqa: E731
+    for weight in (0.0, 20.0):
+        kw = {"scales": [24], "scale_steps": [4], "coarse_luminance_weight": weight, "optimizer": adam}
+        recorders[weight] = LossRecorder()
+        root = tmp_path / str(weight)
+        _, data, _ = fit(root, *pair_dirs, max_steps=5, callbacks=[Keep(weight), recorders[weight]], model_kw=kw)
+    photo = losses.luminance_layout(data.images.content)
+    gap = {w: float((losses.luminance_layout(img) - photo).pow(2).mean()) for w, img in after_coarse.items()}
+    assert gap[20.0] < 0.5 * gap[0.0], gap
+    logged = [v["loss/luminance"] for v in recorders[20.0].values]
+    assert min(logged[1:4]) > 0 and logged[4] == 0, logged  # step 0 is the photo itself: 0
+    with pytest.raises(ValueError, match="model.coarse_luminance_weight"):
+        StyleTransfer(VGG16(weights=None), coarse_luminance_weight=-1.0)
+
+
 def test_ema_output_differs_from_iterate_and_is_smoother(tmp_path, pair_dirs):
     model, *_ = fit(tmp_path, *pair_dirs, max_steps=15, model_kw={"ema_decay": 0.8})
     ema = model.output_images()[0]

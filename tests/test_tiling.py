@@ -51,13 +51,13 @@ def _pairs(k: int = 1, dtype=torch.float32) -> PairImages:
     return PairImages(content, styles, blend, ["a", "b"], [(H, W), (50, W)])
 
 
-def _step(extractor, tile_size, dtype=torch.float32, k=1, autocast=False, **kw):
-    """The terms and the image's gradient of one evaluation at a fixed random picture."""
+def _step(extractor, tile_size, dtype=torch.float32, k=1, autocast=False, size=None, **kw):
+    """The terms and the image's gradient of one evaluation at a fixed random picture (seen at view `size`)."""
     objective = make_objective(extractor, **{**LAYERS, "tv_weight": 0.5, **kw, "tile_size": tile_size})
     objective.bind(_pairs(k, dtype))
     image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1), dtype=dtype).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        terms = objective(image, torch.arange(2))
+        terms = objective(image, torch.arange(2), size=size)
         terms["total"].sum().backward()
     return {k: v.detach() for k, v in terms.items()}, image.grad, objective
 
@@ -102,6 +102,18 @@ def test_tiled_gradient_equals_untiled(vgg, style_loss, tile):
     ref_terms, ref, _ = _step(vgg, None, **kw)
     terms, grad, objective = _step(vgg, tile, **kw)
     assert len(objective.tiles_for((H, W))) >= 4
+    assert _rel(grad, ref) < 1e-4
+    for key, value in ref_terms.items():
+        torch.testing.assert_close(terms[key], value, rtol=1e-5, atol=1e-9, msg=key)
+
+
+def test_tiled_gradient_at_a_coarse_view_with_the_pixel_terms_equals_untiled(vgg):
+    """A coarse view larger than a tile: the Laplacian and luminance terms, computed on the whole view, join the
+    tiles' sums for the same terms and gradient."""
+    kw = dict(laplacian_weight=2.0, coarse_luminance_weight=5.0, size=(48, 60))
+    ref_terms, ref, _ = _step(vgg, None, **kw)
+    terms, grad, objective = _step(vgg, 32, **kw)
+    assert objective.tiles_for((48, 60)) is not None and ref_terms["luminance"].min() > 0
     assert _rel(grad, ref) < 1e-4
     for key, value in ref_terms.items():
         torch.testing.assert_close(terms[key], value, rtol=1e-5, atol=1e-9, msg=key)
