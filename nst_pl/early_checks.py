@@ -39,7 +39,7 @@ NUMBERS = {
     "model.style_weight": ("the style weight", "2500"),
     "model.tv_weight": ("the total-variation weight", "0"),
     "model.laplacian_weight": ("the Laplacian term's weight", "4.5"),
-    "model.coarse_luminance_weight": ("the luminance term's weight", "0"),
+    "model.coarse_luminance_weight": ("the luminance term's weight", "30"),
     "model.palette_transfer": ("the palette transfer", "0.5"),
     "model.content_layer_weights": ("each layer's weight", "[1.0]"),
     "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),

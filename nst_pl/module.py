@@ -63,7 +63,7 @@ class StyleTransfer(pl.LightningModule):
         style_weight: float = 2500.0,
         tv_weight: float = 0.0,
         laplacian_weight: float = 4.5,
-        coarse_luminance_weight: float = 0.0,
+        coarse_luminance_weight: float = 30.0,
         style_loss: Literal["gram", "mean_std", "wasserstein"] = "gram",
         relative_losses: bool | Literal["shared"] = "shared",
         init: str = "content",

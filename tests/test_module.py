@@ -123,6 +123,7 @@ def test_the_defaults_are_the_vgg19_recipe(config):
         "relative_losses",
         "ema_decay",
         "laplacian_weight",
+        "coarse_luminance_weight",
         "coarse_lr_factor",
         "palette_transfer",
     }
@@ -140,7 +141,8 @@ def test_the_early_checks_suggest_the_recipe_defaults():
     from nst_pl.early_checks import NUMBERS
 
     model = StyleTransfer(VGG16(weights=None))
-    for key in ("content_weight", "style_weight", "tv_weight", "laplacian_weight", "palette_transfer"):
+    keys = ("content_weight", "style_weight", "tv_weight", "laplacian_weight", "coarse_luminance_weight")
+    for key in (*keys, "palette_transfer"):
         assert float(NUMBERS[f"model.{key}"][1]) == model.hparams[key], key
     lr = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"]
     assert float(NUMBERS["model.optimizer.init_args.lr"][1]) == lr
