@@ -312,19 +312,24 @@ def laplacian_loss(image: Tensor, target: Tensor, pool: int) -> Tensor:
 
 # Cells along the long side of the luminance layout: large patches of light and dark, not shapes or edges.
 LUMINANCE_CELLS = 32
+# The least spread of a layout that is standardised in full: a flatter picture's pattern counts for less, not more.
+LUMINANCE_MIN_STD = 0.03
 
 
 def luminance_layout(image: Tensor, cells: int = LUMINANCE_CELLS) -> Tensor:
-    """The luminance of `image` [N, 3, H, W] averaged over a grid of `cells` cells along its long side (square cells,
-    the same grid relative to the picture at any size): [N, 1, h, w]."""
+    """The pattern of light and dark of `image` [N, 3, H, W]: its luminance averaged over a grid of `cells` cells along
+    its long side (square cells, the same grid relative to the picture at any size), less its mean and divided by its
+    spread, so that the overall brightness and contrast do not count: [N, 1, h, w]."""
     with fp32_region():
         y = rgb_to_yiq(_fp32(image))[:, :1]
         h, w = y.shape[-2:]
-        grid = (max(1, round(h * cells / max(h, w))), max(1, round(w * cells / max(h, w))))
-        return F.adaptive_avg_pool2d(y, grid)
+        grid = F.adaptive_avg_pool2d(y, (max(1, round(h * cells / max(h, w))), max(1, round(w * cells / max(h, w)))))
+        mean = grid.mean((1, 2, 3), keepdim=True)
+        return (grid - mean) / grid.std((1, 2, 3), keepdim=True, unbiased=False).clamp_min(LUMINANCE_MIN_STD)
 
 
 def luminance_loss(image: Tensor, target: Tensor) -> Tensor:
-    """Mean squared difference between the luminance layout of `image` and `target` (the photo's), per image: [N]."""
+    """Mean squared difference between the luminance layout of `image` and `target` (the photo's), per image: [N]: 0 for
+    the same pattern of light and dark, 2 for an unrelated one (2 − 2 × their correlation), 1 for a flat picture."""
     with fp32_region():
         return (luminance_layout(image) - target).pow(2).flatten(1).mean(1)

@@ -41,7 +41,8 @@ from nst_pl.tiling import Sums, Tile, grid_step, measure_tiles, tiles_of, two_pa
 
 # Targets at one view size: {"content": {layer: [N, C, h, w]}, "style": [{layer: stats [N, …]} per style slot],
 # "scale": {("content" | "style", layer): [N]}}; with the Laplacian term also "laplacian": (the photo's [N, 3, h, w],
-# its pooling), and "scale"["laplacian"]: [N].
+# its pooling), and "scale"["laplacian"]: [N]; with the luminance term, at a coarse view, "luminance": the photo's
+# layout [N, 1, h, w].
 Targets = dict[str, Any]
 
 
@@ -170,9 +171,8 @@ class Objective:
             self._targets[size]["laplacian"] = (lap := losses.laplacian(photo, pool)), pool
             scale["laplacian"] = lap.pow(2).flatten(1).mean(1) + 1e-8  # [N]
         if self.coarse_luminance_weight > 0 and size != tuple(self.images.content.shape[-2:]):
-            # The photo's large patches of light and dark at a coarse view, and their variance (the term's scale).
-            self._targets[size]["luminance"] = layout = losses.luminance_layout(photo)
-            scale["luminance"] = layout.flatten(1).var(1, unbiased=False) + 1e-6  # [N]
+            # The photo's pattern of large patches of light and dark at a coarse view (standardised: no scale needed).
+            self._targets[size]["luminance"] = losses.luminance_layout(photo)
         return self._targets[size]
 
     # ------------------------------------------------------------------------------------------------- loss
@@ -265,7 +265,7 @@ class Objective:
             out["laplacian"] = term if grad else term.detach()
             out["total"] = out["total"] + self.laplacian_weight * out["laplacian"]
         if "luminance" in targets:
-            term = losses.luminance_loss(x, targets["luminance"][idx]) / targets["scale"]["luminance"][idx]
+            term = losses.luminance_loss(x, targets["luminance"][idx])
             out["luminance"] = term if grad else term.detach()
             out["total"] = out["total"] + self.coarse_luminance_weight * out["luminance"]
         return out

@@ -148,6 +148,9 @@ def check_resume(ckpt: dict[str, Any], ckpt_path: str | Path, model, datamodule,
     saved_meta = ckpt.get(NST_KEY) or {}
     now_hp = dict(model.hparams)
     for key, now in now_hp.items():
+        if key not in saved_hp and saved_hp:  # an option newer than the checkpoint: its default joins the run now
+            changed.append(f"model.{key}: not in the checkpoint (an older nst-pl), {_show(now)} now")
+            continue
         if key not in saved_hp or saved_hp[key] == now or key == "init":  # init: the image comes from the checkpoint
             continue
         entry = f"model.{key}: {_show(saved_hp[key])} in the checkpoint, {_show(now)} now"

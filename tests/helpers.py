@@ -46,6 +46,7 @@ TEST_OBJECTIVE = dict(
 )
 TEST_RECIPE_CLI = (
     *("--model.style_weight", "3.0", "--model.relative_losses", "true", "--model.laplacian_weight", "0"),
+    *("--model.coarse_luminance_weight", "0"),
     *("--model.ema_decay", "0.9"),
     *("--model.optimizer.init_args.lr", "0.007"),
 )

@@ -140,21 +140,29 @@ def test_the_laplacian_term_holds_the_photos_structure_relative_to_its_own(vgg):
 
 def test_the_luminance_term_holds_the_photos_light_and_dark_at_the_coarse_views_only(vgg):
     objective = make_objective(vgg, coarse_luminance_weight=2.0)
-    data = pairs()
+    # Smooth photos larger than the layout's grid (a coarse view of 96 x 120 px: cells of 3.75 px), as real ones are.
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 128), torch.linspace(0, 1, 160), indexing="ij")
+    content = torch.stack([torch.stack([rows, cols, (6 * rows * cols + k).sin() * 0.5 + 0.5]) for k in (0, 2)])
+    data = PairImages(content, [[torch.rand(3, 64, 64)]] * 2, torch.ones(2, 1), ["a", "b"], [(128, 160)] * 2)
     objective.bind(data)
-    idx, view = torch.arange(2), (16, 20)
+    idx, view = torch.arange(2), (96, 120)
     assert objective(data.content, idx, size=view)["luminance"].abs().max() < 1e-6  # the photo's own layout
-    # relative to the photo's variance of luminance over the layout's cells: a grey picture at its mean scores 1
+    # standardised layouts: a flat picture scores 1, and the overall brightness and contrast are free
+    for lighter in (0.5 * data.content + 0.4, 0.8 * data.content):
+        assert objective(lighter, idx, size=view)["luminance"].max() < 1e-4
     luma = (data.content * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1, keepdim=True)
     grey = luma.mean((2, 3), keepdim=True).expand_as(data.content)
     coarse = objective(grey, idx, size=view)
     torch.testing.assert_close(coarse["luminance"], torch.ones(2), rtol=2e-2, atol=0)
     total = coarse["content"] + objective.style_weight * coarse["style"] + 2.0 * coarse["luminance"]
     torch.testing.assert_close(coarse["total"], total)
-    # colour moves it little: the photo's luminance with other chrominance scores near 0
+    # colour and fine detail move it little: the photo recoloured (its own luminance) scores near 0, and the grey
+    # picture with detail within each cell (a checkerboard of ±0.1) stays near 1
     swapped = data.content[:, [2, 0, 1]]
     recoloured = swapped - (swapped * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1, keepdim=True) + luma
     assert objective(recoloured, idx, size=view)["luminance"].max() < 1e-4
+    checker = 0.1 * ((torch.arange(128)[:, None] + torch.arange(160)) % 2 * 2 - 1)
+    torch.testing.assert_close(objective(grey + checker, idx, size=view)["luminance"], torch.ones(2), rtol=0.05, atol=0)
     # the full-size phase is free to move the light and dark
     full = objective(grey, idx)
     assert full["luminance"].abs().max() == 0

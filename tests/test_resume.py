@@ -71,6 +71,19 @@ def test_resume_applies_the_options_of_the_command_line(base, tmp_path, capsys):
     assert ckpt["optimizer_states"][0]["state"][0]["step"] == 3  # Adam's moments were carried on
 
 
+def test_resume_from_an_older_checkpoint_names_the_options_it_did_not_have(base, tmp_path, capsys):
+    """A checkpoint saved before an option existed: the run goes on with the option's value now, and says so."""
+    ckpt = torch.load(ckpt_of(base), weights_only=False)
+    del ckpt["hyper_parameters"]["coarse_luminance_weight"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    code, err = run_cli(fit_args(base, f"old-{tmp_path.name}", 3, "--ckpt_path", str(old)), capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "changed options" in line]
+    assert len(notes) == 1 and "model.coarse_luminance_weight: not in the checkpoint (an older nst-pl)" in notes[0]
+    assert "model.style_weight" not in notes[0]  # the options it had are compared as before
+
+
 def test_resume_with_another_ema_decay_keeps_the_average(base, tmp_path, capsys):
     out = f"ema-{tmp_path.name}"
     # max_steps = the checkpoint's step: nothing to train, the images of step 2 are written again.

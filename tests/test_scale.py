@@ -283,14 +283,14 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
 
 
 def test_ddp_tiles_of_one_picture_on_two_cpu_processes_equal_one_process(tmp_path, pair_dirs):
-    """One pair (the common case: rank 1 has no pair of its own) at 48 px in 2 x 2 tiles, coarse-to-fine (32 px,
-    untiled) then tiled: the two ranks share the tiles and give the picture of one process. The Laplacian term is
-    computed whole on both ranks: its gradient must be counted once."""
+    """One pair (the common case: rank 1 has no pair of its own) at 48 px in 2 x 2 tiles, coarse-to-fine (40 px)
+    then full size, every step tiled: the two ranks share the tiles and give the picture of one process. The
+    Laplacian and luminance terms are computed whole on both ranks: their gradient must be counted once."""
     steps = 4
     args = [
         *_ddp_args(tmp_path / "one", *pair_dirs, steps),
         *("--data.image_size", "48", "--model.tile_size", "32", "--model.laplacian_weight", "3"),
-        *("--model.scales", "[32]", "--model.scale_steps", "[1]"),
+        *("--model.scales", "[40]", "--model.scale_steps", "[2]", "--model.coarse_luminance_weight", "30"),
     ]
     main([*args, "--trainer.devices", "1", "--trainer.strategy", "auto"])
     args[args.index(str(tmp_path / "one"))] = str(tmp_path / "two")
