@@ -98,11 +98,9 @@ class StyleTransfer(pl.LightningModule):
                 Laplacians of the view and of the photo (both average-pooled 2 px per 256 px of the view), relative
                 to the photo's own; it keeps the edges and fine shading that the content layer lets the style
                 overwrite. 0 turns it off.
-            coarse_luminance_weight: Weight of the luminance term of the coarse phases (`scales`): the mean squared
-                difference between the view's and the photo's pattern of light and dark (luminance averaged over 32
-                cells along the long side, less its mean, divided by its spread); it keeps the photo's large patches
-                of light and dark while the coarse views take the painting's colours, brightness and shapes. 0 turns
-                it off.
+            coarse_luminance_weight: Weight of the luminance term of the coarse phases: the photo's pattern of light
+                and dark (`losses.luminance_layout`) held while the coarse views take the painting's colours and
+                shapes. 0 turns it off.
             style_loss: `gram` (Gatys et al.), `mean_std` (per-channel mean and std, as in AdaIN) or
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on

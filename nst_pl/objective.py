@@ -40,9 +40,7 @@ from nst_pl.memory import check_memory
 from nst_pl.tiling import Sums, Tile, grid_step, measure_tiles, tiles_of, two_pass
 
 # Targets at one view size: {"content": {layer: [N, C, h, w]}, "style": [{layer: stats [N, …]} per style slot],
-# "scale": {("content" | "style", layer): [N]}}; with the Laplacian term also "laplacian": (the photo's [N, 3, h, w],
-# its pooling), and "scale"["laplacian"]: [N]; with the luminance term, at a coarse view, "luminance": the photo's
-# layout [N, 1, h, w].
+# "scale": {("content" | "style", layer): [N]}}, and the pixel terms' (`pixel_targets`).
 Targets = dict[str, Any]
 
 
@@ -165,14 +163,9 @@ class Objective:
             )
             blend = self.images.blend.to(device)
             scale = relative_scales(self.relative_losses, content, style, blend, self.style_loss, *weights)
-        self._targets[size] = {"content": content, "style": style, "scale": scale}
-        if self.laplacian_weight > 0:  # the photo's structure at this view, and its energy (the term's scale)
-            pool = losses.laplacian_pool(max(self.images.content.shape[-2:]))
-            self._targets[size]["laplacian"] = (lap := losses.laplacian(photo, pool)), pool
-            scale["laplacian"] = lap.pow(2).flatten(1).mean(1) + 1e-8  # [N]
-        if self.coarse_luminance_weight > 0 and size != tuple(self.images.content.shape[-2:]):
-            # The photo's pattern of large patches of light and dark at a coarse view (standardised: no scale needed).
-            self._targets[size]["luminance"] = losses.luminance_layout(photo)
+        full = tuple(self.images.content.shape[-2:])
+        pixels = pixel_targets(photo, full, self.laplacian_weight, self.coarse_luminance_weight)
+        self._targets[size] = {"content": content, "style": style, "scale": scale, **pixels}
         return self._targets[size]
 
     # ------------------------------------------------------------------------------------------------- loss
@@ -208,7 +201,8 @@ class Objective:
             }
             stats = {layer: self.style_loss.stat(feats[layer]) for layer in self.style_layers}
             tv = losses.total_variation(x) if self.tv_weight > 0 else None
-            return self._with_pixel_terms(self._terms(idx, targets, content, stats, tv), x, idx, targets)
+            terms = self._terms(idx, targets, content, stats, tv)
+            return with_pixel_terms(terms, x, idx, targets, self.laplacian_weight, self.coarse_luminance_weight)
         rank, world = shard
         shapes = self.extractor.feature_shapes(size, self.layers)
         terms = two_pass(
@@ -221,7 +215,8 @@ class Objective:
             all_reduce=all_reduce if world > 1 else None,
         )
         # Every rank has the whole view: the term's value on each, its gradient from one (DDP adds the ranks' up).
-        return self._with_pixel_terms(terms, x, idx, targets, grad=rank == 0)
+        weights = self.laplacian_weight, self.coarse_luminance_weight
+        return with_pixel_terms(terms, x, idx, targets, *weights, grad=rank == 0)
 
     def _terms(
         self, idx: Tensor, targets: Targets, content: dict[str, Tensor], stats: dict[str, Any], tv: Tensor | None
@@ -249,25 +244,9 @@ class Objective:
             style = style + w * term
         out["content"], out["style"] = total_content, style
         out["tv"] = tv if tv is not None else torch.zeros_like(total_content)
-        out["laplacian"] = torch.zeros_like(total_content)  # `_with_pixel_terms` adds these to the total
+        out["laplacian"] = torch.zeros_like(total_content)  # `with_pixel_terms` adds these to the total
         out["luminance"] = torch.zeros_like(total_content)
         out["total"] = self.content_weight * total_content + self.style_weight * style + self.tv_weight * out["tv"]
-        return out
-
-    def _with_pixel_terms(
-        self, out: dict[str, Tensor], x: Tensor, idx: Tensor, targets: Targets, grad: bool = True
-    ) -> dict[str, Tensor]:
-        """`out` with the terms computed on the pixels of the whole view `x`, relative to the photo's, added to the
-        total (`grad`: back-propagated): its Laplacian, and at a coarse view its luminance layout."""
-        if self.laplacian_weight > 0:
-            target, pool = targets["laplacian"]
-            term = losses.laplacian_loss(x, target[idx], pool) / targets["scale"]["laplacian"][idx]
-            out["laplacian"] = term if grad else term.detach()
-            out["total"] = out["total"] + self.laplacian_weight * out["laplacian"]
-        if "luminance" in targets:
-            term = losses.luminance_loss(x, targets["luminance"][idx])
-            out["luminance"] = term if grad else term.detach()
-            out["total"] = out["total"] + self.coarse_luminance_weight * out["luminance"]
         return out
 
     # ------------------------------------------------------------------------------------ tiles' sums (tiling.py)
@@ -314,6 +293,43 @@ class Objective:
         if self.tv_weight > 0:
             tv = losses.variation_of_sums(sums["tv", "down"], sums["tv", "right"], size).to(dtype)
         return content, stats, tv
+
+
+def pixel_targets(photo: Tensor, full: tuple[int, int], laplacian_weight: float, luminance_weight: float) -> Targets:
+    """The targets of the pixel-space terms at the photo's view `photo` (of a picture of `full` = (h, w) px) whose
+    weight is above 0: "laplacian": (its Laplacian, the pooling, its energy [N]: the term's scale), and at a coarse
+    view "luminance": its pattern of light and dark (standardised: no scale)."""
+    out: Targets = {}
+    if laplacian_weight > 0:
+        pool = losses.laplacian_pool(max(full))
+        lap = losses.laplacian(photo, pool)
+        out["laplacian"] = lap, pool, lap.pow(2).flatten(1).mean(1) + 1e-8
+    if luminance_weight > 0 and tuple(photo.shape[-2:]) != tuple(full):
+        out["luminance"] = losses.luminance_layout(photo)
+    return out
+
+
+def with_pixel_terms(
+    out: dict[str, Tensor],
+    x: Tensor,
+    idx: Tensor,
+    targets: Targets,
+    laplacian_weight: float,
+    luminance_weight: float,
+    grad: bool = True,
+) -> dict[str, Tensor]:
+    """`out` with the pixel-space terms of the whole view `x` against the photo's (`pixel_targets`) added to the total
+    (`grad`: back-propagated): the Laplacian relative to the photo's energy, and at a coarse view the luminance."""
+    if "laplacian" in targets:
+        target, pool, energy = targets["laplacian"]
+        term = losses.laplacian_loss(x, target[idx], pool) / energy[idx]
+        out["laplacian"] = term if grad else term.detach()
+        out["total"] = out["total"] + laplacian_weight * out["laplacian"]
+    if "luminance" in targets:
+        term = losses.luminance_loss(x, targets["luminance"][idx])
+        out["luminance"] = term if grad else term.detach()
+        out["total"] = out["total"] + luminance_weight * out["luminance"]
+    return out
 
 
 def relative_scales(
