@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, SHALLOW, TEST_RECIPE, LossRecorder, fit, make_image, tiny_trainer
+from helpers import REPO, SHALLOW, TEST_RECIPE, LossRecorder, StopAt, fit, make_image, tiny_trainer
 from PIL import Image
 
 from nst_pl.callbacks import ImageLogger
@@ -76,6 +76,26 @@ def test_tensorboard_holds_images_and_scalars(tmp_path, pair_dirs):
     assert "stylized/photo__paint" in acc.Tags()["images"]
     assert [e.step for e in acc.Images("stylized/photo__paint")] == [0, 2, 4]
     assert {"loss/total", "loss/style/relu1_1"} <= set(acc.Tags()["scalars"])
+
+
+def test_terms_reach_the_logger_at_its_steps_with_their_own_values(tmp_path, pair_dirs):
+    """The terms other than the total are logged only on the steps the logger writes (`log_every_n_steps`, and the
+    step a callback stops the run at): TensorBoard gets them at the total's steps, with the values of those steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(root, every, callbacks=()):
+        _, _, trainer = fit(root, *pair_dirs, max_steps=8, callbacks=callbacks, log_every_n_steps=every)
+        acc = EventAccumulator(trainer.log_dir, size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = ("loss/total", "loss/style", "loss/style/relu1_1", "stylized/scale_long_side")
+        return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in tags}
+
+    every_step = scalars(tmp_path / "1", 1)
+    for name, every, callbacks, steps in (("3", 3, (), [2, 5]), ("stop", 3, [StopAt(4)], [2, 3])):
+        logged = scalars(tmp_path / name, every, callbacks)
+        for tag, points in logged.items():
+            assert sorted(points) == steps, (name, tag, points)
+            assert points == pytest.approx({k: every_step[tag][k] for k in steps}), (name, tag)
 
 
 def test_product_pairing_with_different_aspect_ratios(tmp_path):
