@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from nst_pl.data import PairDataModule, PairImages
@@ -141,6 +142,7 @@ class StyleTransfer(pl.LightningModule):
         content_layers, style_layers = list(content_layers), list(style_layers)
         self.save_hyperparameters(ignore=["extractor", "optimizer"])
         check_output_options(ema_decay, style_strength, preserve_color, palette_transfer)
+        check_texture_synthesis(content_layers, laplacian_weight, coarse_luminance_weight)
         # The objective holds the extractor OUT of the module tree on purpose: it is not a parameter, must not be
         # saved in checkpoints (550 MB for VGG19), broadcast by DDP or put in train mode.
         self.objective = Objective(
@@ -300,6 +302,16 @@ class StyleTransfer(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         fit_checkpoint(checkpoint, self)
+
+
+def check_texture_synthesis(content_layers: list[str], laplacian_weight: float, luminance_weight: float) -> None:
+    """content_layers: [] (texture synthesis) with the recipe's pixel terms on is named: they still draw the photo."""
+    if not content_layers and laplacian_weight + luminance_weight > 0:
+        rank_zero_warn(
+            "model.content_layers is empty (texture synthesis) but model.laplacian_weight or "
+            "model.coarse_luminance_weight is above 0: those terms still pull the picture towards the photo's edges "
+            "and its light and dark; set both to 0 for a texture of the painting alone"
+        )
 
 
 def images_of(image: Tensor, idx: Tensor) -> Tensor:

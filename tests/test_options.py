@@ -287,6 +287,17 @@ def test_no_content_layers_is_pure_texture_synthesis(tmp_path, pair_dirs, tv_wei
     assert torch.isfinite(model.image).all()
 
 
+def test_texture_synthesis_with_the_pixel_terms_on_warns(recwarn):
+    """content_layers: [] with the recipe's Laplacian or luminance term on is named (they still draw the photo); with
+    both at 0 it is quiet."""
+    StyleTransfer(VGG16(weights=None), content_layers=[])
+    assert any("texture synthesis" in str(w.message) for w in recwarn.list)
+    recwarn.clear()
+    StyleTransfer(VGG16(weights=None), content_layers=[], laplacian_weight=0.0, coarse_luminance_weight=0.0)
+    StyleTransfer(VGG16(weights=None))
+    assert not any("texture synthesis" in str(w.message) for w in recwarn.list)
+
+
 def test_a_style_image_too_small_for_the_layers_names_style_size(tmp_path, pair_dirs):
     # relu2_1 needs 2 px; a 1 px style image used to fail deep inside the extractor.
     with pytest.raises(ValueError, match=r"style image side of 1 px .* data\.style_size"):
