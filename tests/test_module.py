@@ -98,6 +98,38 @@ def test_terms_reach_the_logger_at_its_steps_with_their_own_values(tmp_path, pai
             assert points == pytest.approx({k: every_step[tag][k] for k in steps}), (name, tag)
 
 
+def test_terms_written_after_a_resume_from_an_interrupted_step_are_that_steps(tmp_path, pair_dirs):
+    """A checkpoint saved mid-step (Ctrl-C) makes Lightning count the logger's steps one off after the resume: the
+    terms still go out with the step they belong to (the logged total is the sum of the logged terms)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nst_pl.callbacks import LastCheckpoint
+
+    class Interrupt(__import__("pytorch_lightning").Callback):
+        def on_before_optimizer_step(self, trainer, *args):
+            if trainer.global_step == 4:
+                raise KeyboardInterrupt
+
+    ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0, save_on_exception=True)
+    kw = {"laplacian_weight": 2.0, "enable_checkpointing": True, "log_every_n_steps": 3}
+    model_kw = {"laplacian_weight": kw.pop("laplacian_weight")}
+    with pytest.raises(SystemExit):  # Lightning's answer to Ctrl-C, after the callbacks saved last.ckpt
+        fit(tmp_path, *pair_dirs, max_steps=12, model_kw=model_kw, callbacks=[ckpt, Interrupt()], **kw)
+    again = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
+    _, _, trainer = fit(
+        tmp_path, *pair_dirs, max_steps=12, model_kw=model_kw, callbacks=[again], ckpt_path=ckpt.last_model_path, **kw
+    )
+    acc = EventAccumulator(trainer.log_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    curves = {
+        k: {e.step: e.value for e in acc.Scalars(f"loss/{k}")} for k in ("total", "content", "style", "laplacian")
+    }
+    assert len(curves["total"]) >= 2 and all(sorted(c) == sorted(curves["total"]) for c in curves.values()), curves
+    weights = {"content": 1.0, "style": TEST_RECIPE["style_weight"], "laplacian": 2.0}
+    for step, total in curves["total"].items():
+        assert total == pytest.approx(sum(w * curves[k][step] for k, w in weights.items()), rel=1e-4), step
+
+
 def test_product_pairing_with_different_aspect_ratios(tmp_path):
     c, s = tmp_path / "c", tmp_path / "s"
     make_image(c / "wide.png", (60, 30), seed=1)
