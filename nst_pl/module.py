@@ -238,8 +238,8 @@ class StyleTransfer(pl.LightningModule):
             self._log_other_terms()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # A callback that stops the run makes this step one the logger writes too.
-        if self.trainer.should_stop and self._terms_to_log and self.trainer.log_every_n_steps > 0:
+        # Asked again after the callbacks: one that stops the run makes this step one the logger writes too.
+        if self._terms_to_log and logger_writes(self.trainer):
             self._log_other_terms()
 
     def _log_other_terms(self) -> None:

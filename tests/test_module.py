@@ -111,8 +111,7 @@ def test_terms_written_after_a_resume_from_an_interrupted_step_are_that_steps(tm
                 raise KeyboardInterrupt
 
     ckpt = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0, save_on_exception=True)
-    kw = {"laplacian_weight": 2.0, "enable_checkpointing": True, "log_every_n_steps": 3}
-    model_kw = {"laplacian_weight": kw.pop("laplacian_weight")}
+    model_kw, kw = {"laplacian_weight": 2.0}, {"enable_checkpointing": True, "log_every_n_steps": 3}
     with pytest.raises(SystemExit):  # Lightning's answer to Ctrl-C, after the callbacks saved last.ckpt
         fit(tmp_path, *pair_dirs, max_steps=12, model_kw=model_kw, callbacks=[ckpt, Interrupt()], **kw)
     again = LastCheckpoint(every_n_train_steps=1000, save_last=True, save_top_k=0)
