@@ -101,11 +101,12 @@ def test_terms_reach_the_logger_at_its_steps_with_their_own_values(tmp_path, pai
 def test_terms_written_after_a_resume_from_an_interrupted_step_are_that_steps(tmp_path, pair_dirs):
     """A checkpoint saved mid-step (Ctrl-C) makes Lightning count the logger's steps one off after the resume: the
     terms still go out with the step they belong to (the logged total is the sum of the logged terms)."""
+    import pytorch_lightning as pl
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from nst_pl.callbacks import LastCheckpoint
 
-    class Interrupt(__import__("pytorch_lightning").Callback):
+    class Interrupt(pl.Callback):
         def on_before_optimizer_step(self, trainer, *args):
             if trainer.global_step == 4:
                 raise KeyboardInterrupt
