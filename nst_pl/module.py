@@ -3,7 +3,8 @@
 One optimisation step:
     image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
         extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
-        schedule's learning-rate factor) --> clamp to [0, 1] --> EMA
+        schedule's learning-rate factor, and with `flat_lr_factor` a smaller one where the photo is flat) --> clamp
+        to [0, 1] --> EMA
 
 This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
 the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -71,6 +71,7 @@ class StyleTransfer(pl.LightningModule):
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
         coarse_lr_factor: float = 0.4,
+        flat_lr_factor: float = 1.0,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
@@ -115,10 +116,10 @@ class StyleTransfer(pl.LightningModule):
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
-            coarse_lr_factor: The optimiser's learning rate is multiplied by this during the coarse phases. The
-                default 0.4 (with lr 0.05) takes the colours and large shapes in gentle steps (0.02) and the fine
-                strokes of the full-size phase in bold ones (0.05): more of the painting by the same time, the same
-                structure (README, "Recipes"). Lower keeps more of the photo's shapes and takes less of the painting.
+            coarse_lr_factor: The learning rate × this in the coarse phases: the default 0.4 (with lr 0.05) takes the
+                colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
+            flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
+                pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
             tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
                 (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
                 whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
@@ -160,7 +161,7 @@ class StyleTransfer(pl.LightningModule):
             relative_losses=relative_losses,
             tile_size=tile_size,
         )
-        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor)
+        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor)
         self.init = init
         self.style_strength = style_strength
         self.palette_transfer = palette_transfer
@@ -272,7 +273,7 @@ class StyleTransfer(pl.LightningModule):
             )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        with scaled_lr(optimizer, self.schedule.lr_factor(self.global_step)):
+        with self.schedule.step_size(self.global_step, optimizer, self.image, self.pair_images):
             super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Clamp after the step, never inside the closure (an LBFGS closure must see the point it is evaluating).
         with torch.no_grad():
@@ -341,20 +342,6 @@ def pair_means(terms: dict[str, Tensor], keys: list[str], pairs: int, world: int
             "(model.optimizer.init_args.lr) or the loss weights; the images saved so far are kept."
         )
     return values
-
-
-@contextmanager
-def scaled_lr(optimizer, factor: float):
-    """The optimiser's learning rates times `factor` for one step. They are put back afterwards, so that checkpoints,
-    schedulers and `reapply_optimizer_options` only ever see the configured ones."""
-    saved = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * factor
-    try:
-        yield
-    finally:
-        for group, lr in zip(optimizer.param_groups, saved):
-            group["lr"] = lr
 
 
 def check_optimizer(optimizer, precision: str, world_size: int, tiled: bool) -> None:

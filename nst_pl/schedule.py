@@ -1,31 +1,46 @@
-"""The coarse-to-fine schedule: the size of the view that the loss sees at each step.
+"""The coarse-to-fine schedule: the size of the view that the loss sees at each step, and the size of the step.
 
     schedule = Schedule(scales=[128, 181], steps=[60, 40], lr_factor=0.5)
     schedule.fit(full=(384, 512), max_steps=300)   # the run's canvas, and the run length the phases must fit in
     schedule.view_size(70)                          # (136, 181): a downscaled view of the image
     schedule.lr_factor(70)                          # 0.5: the optimiser's step size is halved in the coarse phases
+    with schedule.step_size(70, optimizer, image, images):   # around the optimiser's step
+        optimizer.step()
 
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
-coarse phases the loss sees a downscaled copy of it. The module, its progress bar and its optimiser step all ask
-this one object.
+coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
+photo is flat, too (flat_regions.py). The module, its progress bar and its optimiser step all ask this one object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
+import torch
 from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
 
 from nst_pl.errors import ConfigError
+from nst_pl.flat_regions import step_map
+
+if TYPE_CHECKING:
+    from nst_pl.data import PairImages
 
 
 class Schedule:
     """Coarse phases of `scales` px (long side) for `steps` steps each, then the full size for the rest of the run;
-    the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases."""
+    the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases, and each pixel's step by
+    `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat."""
 
     def __init__(
-        self, scales: Sequence[int] | None = None, steps: Sequence[int] | None = None, lr_factor: float = 1.0
+        self,
+        scales: Sequence[int] | None = None,
+        steps: Sequence[int] | None = None,
+        lr_factor: float = 1.0,
+        flat_lr_factor: float = 1.0,
     ) -> None:
         if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
             raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
@@ -38,8 +53,15 @@ class Schedule:
             raise ConfigError(
                 f"model.coarse_lr_factor must be above 0 and at most 10 (1: the same step size), got {lr_factor}"
             )
+        if not (0.0 <= flat_lr_factor <= 1.0):  # also refuses nan
+            raise ConfigError(
+                f"model.flat_lr_factor must be between 0 and 1 (1: the same step everywhere, the default; 0.3: a "
+                f"third of it where the photo is flat), got {flat_lr_factor}"
+            )
         self.scales = scales
         self.coarse_lr_factor = lr_factor
+        self.flat_lr_factor = flat_lr_factor
+        self._step_map: Tensor | None = None  # flat_regions.step_map of the run's photos, made at the first step
         self.planned = steps  # as configured
         self.steps = steps  # as fitted into the run (`fit`)
         self.full: tuple[int, int] | None = None  # (h, w) of the image, once known
@@ -84,3 +106,24 @@ class Schedule:
     def lr_factor(self, step: int) -> float:
         """What the optimiser's learning rate is multiplied by at `step`."""
         return self.coarse_lr_factor if self.coarse(step) else 1.0
+
+    @contextmanager
+    def step_size(self, step: int, optimizer, image: Tensor, images: PairImages) -> Iterator[None]:
+        """Around the optimiser's step at `step`: its learning rates × `lr_factor(step)`, put back afterwards (so
+        checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1, each pixel of
+        `image` moved that step's way × the step map of the photos in `images` only."""
+        before = image.detach().clone() if self.flat_lr_factor < 1 else None
+        saved = [group["lr"] for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * self.lr_factor(step)
+        try:
+            yield
+        finally:
+            for group, lr in zip(optimizer.param_groups, saved):
+                group["lr"] = lr
+        if before is not None:
+            if self._step_map is None or self._step_map.shape[-2:] != image.shape[-2:]:
+                photos = images.content.to(image.device)
+                self._step_map = step_map(photos, images.sizes, self.flat_lr_factor).to(image.dtype)
+            with torch.no_grad():
+                image.copy_(torch.lerp(before, image, self._step_map))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
@@ -325,3 +326,36 @@ def test_palette_transfer_moves_the_outputs_chroma_towards_the_paintings_and_kee
     assert torch.allclose(model.output_images()[0], (raw.clamp(0, 1) + full) / 2, atol=1e-5)
     with pytest.raises(ValueError, match="palette_transfer"):
         StyleTransfer(VGG16(weights=None), palette_transfer=1.5)
+
+
+def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path, pair_dirs):
+    """A photo flat grey on its left half and noisy on its right: Adam's first step moves every pixel by the learning
+    rate (0.1); with flat_lr_factor 0.25 the flat half moves a quarter of that and the noisy half as much as before."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = np.full((40, 48, 3), 0.5)
+    photo[:, 24:] = rng.uniform(0.2, 0.8, (40, 24, 3))
+    content = tmp_path / "flat" / "photo.png"
+    content.parent.mkdir()
+    Image.fromarray((photo * 255).astype(np.uint8)).save(content)
+    moves = {}
+
+    class Spy(__import__("pytorch_lightning").Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = pl_module.image.detach().clone()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            moves[pl_module.schedule.flat_lr_factor] = (pl_module.image.detach() - self.before).abs()[0]
+
+    adam = lambda p: torch.optim.Adam(p, lr=0.1)  # noqa: E731
+    for factor in (1.0, 0.25):
+        kw = {"flat_lr_factor": factor, "optimizer": adam, "ema_decay": None}
+        fit(tmp_path / str(factor), content.parent, pair_dirs[1], max_steps=1, callbacks=[Spy()], model_kw=kw)
+    flat, noisy = (slice(2, -2), slice(2, 20)), (slice(2, -2), slice(28, -2))  # away from the seam
+    assert float(moves[1.0][:, flat[0], flat[1]].median()) == pytest.approx(0.1, rel=0.02)
+    assert float(moves[0.25][:, flat[0], flat[1]].median()) == pytest.approx(0.025, rel=0.02)
+    assert torch.equal(moves[0.25][:, noisy[0], noisy[1]], moves[1.0][:, noisy[0], noisy[1]])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="model.flat_lr_factor must be between 0 and 1"):
+            StyleTransfer(VGG16(weights=None), flat_lr_factor=bad)

@@ -1,0 +1,46 @@
+"""Smaller steps where the photo is flat (`model.flat_lr_factor`).
+
+Adam moves every pixel by about its learning rate whatever the size of its gradient, so a night sky or a studio wall
+takes the painting's texture and the optimiser's own jitter as readily as the photo's detailed parts do, and SSIM (a
+flat region's structure) is lost there first. The step map scales each pixel's step by the photo's local contrast: 1
+where the photo has detail, down to `flat_lr_factor` where it is flat (README, "Recipes", the eighth round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nst_pl.color import rgb_to_yiq
+from nst_pl.image_io import resize_long_side
+
+# The photo's contrast is measured on its copy at this long side (a smaller photo at its own size), so the map covers
+# the same regions at any size.
+CONTRAST_SIDE = 256
+CONTRAST_WINDOW = 5  # px of that copy: the window of the luminance's standard deviation
+# A region whose luminance varies less than this (standard deviation; pixels in [0, 1]) counts as flat.
+FLAT_BELOW = 0.02
+
+
+def local_contrast(photo: Tensor) -> Tensor:
+    """The standard deviation of the luminance (Y of YIQ) of `photo` [3, h, w] over a `CONTRAST_WINDOW` window of its
+    copy at `CONTRAST_SIDE` px (or its own size, if smaller), brought back to h × w: [1, h, w]."""
+    h, w = photo.shape[-2:]
+    y = resize_long_side(rgb_to_yiq(photo.float()[None])[:, :1], min(CONTRAST_SIDE, max(h, w)))
+    r = CONTRAST_WINDOW // 2
+    mean = F.avg_pool2d(F.pad(y, (r, r, r, r), mode="replicate"), CONTRAST_WINDOW, 1)
+    square = F.avg_pool2d(F.pad(y * y, (r, r, r, r), mode="replicate"), CONTRAST_WINDOW, 1)
+    std = (square - mean * mean).clamp_min(0).sqrt()
+    return F.interpolate(std, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
+def step_map(content: Tensor, sizes: Sequence[tuple[int, int]], factor: float) -> Tensor:
+    """Each pixel's step factor, [N, 1, H, W] like `content` (the photos on their common canvas): the photo's local
+    contrast ÷ `FLAT_BELOW`, between `factor` and 1 (1 outside each photo's real h × w)."""
+    out = torch.ones(content.shape[0], 1, *content.shape[-2:], dtype=torch.float32, device=content.device)
+    for i, (h, w) in enumerate(sizes):
+        out[i, :, :h, :w] = (local_contrast(content[i, :, :h, :w]) / FLAT_BELOW).clamp(factor, 1.0)
+    return out
