@@ -17,8 +17,8 @@ from torch import Tensor
 from nst_pl.color import rgb_to_yiq
 from nst_pl.image_io import resize_long_side
 
-# The photo's contrast is measured on its copy at this long side (a smaller photo at its own size), so the map covers
-# the same regions at any size.
+# The photo's contrast is measured on its copy at this long side (a smaller photo at its own size), so the map of a
+# photo of 256 px or more covers the same regions at any size.
 CONTRAST_SIDE = 256
 CONTRAST_WINDOW = 5  # px of that copy: the window of the luminance's standard deviation
 # A region whose luminance varies less than this (standard deviation; pixels in [0, 1]) counts as flat.

@@ -256,7 +256,7 @@ class StyleTransfer(pl.LightningModule):
             opt = self.optimizer_factory([self.image])
         except ValueError as err:  # torch.optim's own checks ("Invalid learning rate: -1.0"): say where to fix it
             raise ConfigError(f"model.optimizer: {err}") from err
-        check_optimizer(opt, str(self.trainer.precision), self.trainer.world_size, bool(self.objective.tile_size))
+        check_optimizer(opt, self)
         return opt
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -273,8 +273,8 @@ class StyleTransfer(pl.LightningModule):
             )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        with self.schedule.step_size(self.global_step, optimizer, self.image, self.pair_images):
-            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        with self.schedule.step_size(self.global_step, optimizer, self.image, self.pair_images) as wrap:
+            super().optimizer_step(epoch, batch_idx, optimizer, wrap(optimizer_closure))
         # Clamp after the step, never inside the closure (an LBFGS closure must see the point it is evaluating).
         with torch.no_grad():
             self.image.clamp_(0.0, 1.0)
@@ -344,8 +344,10 @@ def pair_means(terms: dict[str, Tensor], keys: list[str], pairs: int, world: int
     return values
 
 
-def check_optimizer(optimizer, precision: str, world_size: int, tiled: bool) -> None:
+def check_optimizer(optimizer, module: StyleTransfer) -> None:
     """Refuse an optimiser setup that cannot work here, before the first step."""
+    precision, world_size = str(module.trainer.precision), module.trainer.world_size
+    tiled = bool(module.objective.tile_size)
     if tiled and precision == "16-mixed":
         # The gradient scaler scales the step's returned loss, not the per-tile backward passes inside it.
         raise ConfigError(
@@ -361,6 +363,9 @@ def check_optimizer(optimizer, precision: str, world_size: int, tiled: bool) -> 
             )
         if world_size > 1 and group["line_search_fn"] is not None:
             raise ConfigError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
+        if module.schedule.flat_lr_factor < 1:
+            # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
+            raise ConfigError("LBFGS cannot run with model.flat_lr_factor below 1: use Adam, or flat_lr_factor 1")
         if precision == "16-mixed":
             raise ConfigError(
                 "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "

@@ -4,8 +4,8 @@
     schedule.fit(full=(384, 512), max_steps=300)   # the run's canvas, and the run length the phases must fit in
     schedule.view_size(70)                          # (136, 181): a downscaled view of the image
     schedule.lr_factor(70)                          # 0.5: the optimiser's step size is halved in the coarse phases
-    with schedule.step_size(70, optimizer, image, images):   # around the optimiser's step
-        optimizer.step()
+    with schedule.step_size(70, optimizer, image, images) as wrap:   # around the optimiser's step
+        optimizer.step(wrap(closure))
 
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
 coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
@@ -14,7 +14,7 @@ photo is flat, too (flat_regions.py). The module, its progress bar and its optim
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import accumulate
 from typing import TYPE_CHECKING
@@ -53,15 +53,15 @@ class Schedule:
             raise ConfigError(
                 f"model.coarse_lr_factor must be above 0 and at most 10 (1: the same step size), got {lr_factor}"
             )
-        if not (0.0 <= flat_lr_factor <= 1.0):  # also refuses nan
+        if not (0.0 < flat_lr_factor <= 1.0):  # also refuses nan; 0 would freeze flat pixels of a noise start
             raise ConfigError(
-                f"model.flat_lr_factor must be between 0 and 1 (1: the same step everywhere, the default; 0.3: a "
-                f"third of it where the photo is flat), got {flat_lr_factor}"
+                f"model.flat_lr_factor must be above 0 and at most 1 (1: the same step everywhere, the default; 0.3: "
+                f"a third of it where the photo is flat), got {flat_lr_factor}"
             )
         self.scales = scales
         self.coarse_lr_factor = lr_factor
         self.flat_lr_factor = flat_lr_factor
-        self._step_map: Tensor | None = None  # flat_regions.step_map of the run's photos, made at the first step
+        self._step_map: tuple | None = None  # (whose, flat_regions.step_map), made at the first step
         self.planned = steps  # as configured
         self.steps = steps  # as fitted into the run (`fit`)
         self.full: tuple[int, int] | None = None  # (h, w) of the image, once known
@@ -108,22 +108,39 @@ class Schedule:
         return self.coarse_lr_factor if self.coarse(step) else 1.0
 
     @contextmanager
-    def step_size(self, step: int, optimizer, image: Tensor, images: PairImages) -> Iterator[None]:
+    def step_size(self, step: int, optimizer, image: Tensor, images: PairImages) -> Iterator[Callable]:
         """Around the optimiser's step at `step`: its learning rates × `lr_factor(step)`, put back afterwards (so
         checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1, each pixel of
-        `image` moved that step's way × the step map of the photos in `images` only."""
-        before = image.detach().clone() if self.flat_lr_factor < 1 else None
+        `image` moved that step's way × the step map of the photos in `images`. Yields a function that wraps the
+        step's closure: the image before the step is copied after the closure's backward, not at the memory peak."""
+        kept = []
+
+        def wrap(closure: Callable) -> Callable:
+            def run():
+                loss = closure()
+                if self.flat_lr_factor < 1 and not kept:
+                    kept.append(image.detach().clone())
+                return loss
+
+            return run
+
         saved = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * self.lr_factor(step)
         try:
-            yield
+            yield wrap
         finally:
             for group, lr in zip(optimizer.param_groups, saved):
                 group["lr"] = lr
-        if before is not None:
-            if self._step_map is None or self._step_map.shape[-2:] != image.shape[-2:]:
-                photos = images.content.to(image.device)
-                self._step_map = step_map(photos, images.sizes, self.flat_lr_factor).to(image.dtype)
+        if kept:
             with torch.no_grad():
-                image.copy_(torch.lerp(before, image, self._step_map))
+                kept[0].lerp_(image, self.flat_step_map(image, images))
+                image.copy_(kept[0])
+
+    def flat_step_map(self, image: Tensor, images: PairImages) -> Tensor:
+        """`flat_regions.step_map` of the photos in `images`, made once per run's photos and device."""
+        key = (id(images), image.device, image.shape)  # another fit (pairs, device) makes its own
+        if self._step_map is None or self._step_map[0] != key:
+            photos = images.content.to(image.device)
+            self._step_map = (key, step_map(photos, images.sizes, self.flat_lr_factor).to(image.dtype))
+        return self._step_map[1]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from helpers import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 
@@ -329,8 +331,9 @@ def test_palette_transfer_moves_the_outputs_chroma_towards_the_paintings_and_kee
 
 
 def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path, pair_dirs):
-    """A photo flat grey on its left half and noisy on its right: Adam's first step moves every pixel by the learning
-    rate (0.1); with flat_lr_factor 0.25 the flat half moves a quarter of that and the noisy half as much as before."""
+    """A photo flat grey on its left half and noisy on its right, and a noise start (so a map of the image instead of
+    the photo would be 1 everywhere): Adam's first step moves every pixel by the learning rate (0.1); with
+    flat_lr_factor 0.25 the flat half moves a quarter of that and the noisy half as much as before."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -341,21 +344,41 @@ def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path,
     Image.fromarray((photo * 255).astype(np.uint8)).save(content)
     moves = {}
 
-    class Spy(__import__("pytorch_lightning").Callback):
+    class Spy(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.before = pl_module.image.detach().clone()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             moves[pl_module.schedule.flat_lr_factor] = (pl_module.image.detach() - self.before).abs()[0]
 
-    adam = lambda p: torch.optim.Adam(p, lr=0.1)  # noqa: E731
+    adam = functools.partial(torch.optim.Adam, lr=0.1)
     for factor in (1.0, 0.25):
-        kw = {"flat_lr_factor": factor, "optimizer": adam, "ema_decay": None}
+        kw = {"flat_lr_factor": factor, "optimizer": adam, "ema_decay": None, "init": "noise"}
         fit(tmp_path / str(factor), content.parent, pair_dirs[1], max_steps=1, callbacks=[Spy()], model_kw=kw)
     flat, noisy = (slice(2, -2), slice(2, 20)), (slice(2, -2), slice(28, -2))  # away from the seam
     assert float(moves[1.0][:, flat[0], flat[1]].median()) == pytest.approx(0.1, rel=0.02)
     assert float(moves[0.25][:, flat[0], flat[1]].median()) == pytest.approx(0.025, rel=0.02)
     assert torch.equal(moves[0.25][:, noisy[0], noisy[1]], moves[1.0][:, noisy[0], noisy[1]])
-    for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="model.flat_lr_factor must be between 0 and 1"):
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="model.flat_lr_factor must be above 0 and at most 1"):
             StyleTransfer(VGG16(weights=None), flat_lr_factor=bad)
+    lbfgs_kw = {"flat_lr_factor": 0.5, "optimizer": lbfgs}
+    with pytest.raises(ValueError, match="LBFGS cannot run with model.flat_lr_factor below 1"):
+        fit(tmp_path / "lbfgs", *pair_dirs, max_steps=1, model_kw=lbfgs_kw)
+
+
+def test_the_step_map_follows_each_photos_contrast_on_a_padded_canvas():
+    """Two photos of different sizes on one canvas, one above the 256 px the contrast is measured at: the factor where
+    each is flat, 1 where it has detail, 1 in the padding."""
+    from nst_pl.flat_regions import step_map
+
+    gen = torch.Generator().manual_seed(0)
+    canvas = torch.zeros(2, 3, 300, 400)
+    for i, (h, w) in enumerate([(300, 400), (120, 160)]):
+        canvas[i, :, :h, : w // 2] = 0.5
+        canvas[i, :, :h, w // 2 : w] = torch.rand(3, h, w - w // 2, generator=gen)
+    m = step_map(canvas, [(300, 400), (120, 160)], 0.3)
+    assert m.shape == (2, 1, 300, 400)
+    assert torch.allclose(m[0, 0, 10:-10, 10:190], torch.tensor(0.3)) and bool((m[0, 0, 10:-10, 215:-10] == 1).all())
+    assert torch.allclose(m[1, 0, 5:115, 5:75], torch.tensor(0.3)) and bool((m[1, 0, 5:115, 90:155] == 1).all())
+    assert bool((m[1, 0, 120:] == 1).all()) and bool((m[1, 0, :, 160:] == 1).all())
