@@ -112,13 +112,14 @@ class Schedule:
         """Around the optimiser's step at `step`: its learning rates × `lr_factor(step)`, put back afterwards (so
         checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1, each pixel of
         `image` moved that step's way × the step map of the photos in `images`. Yields a function that wraps the
-        step's closure: the image before the step is copied after the closure's backward, not at the memory peak."""
+        step's closure (as it is, with `flat_lr_factor` 1): the image before the step is copied after the closure's
+        backward, not at the memory peak."""
         kept = []
 
         def wrap(closure: Callable) -> Callable:
             def run():
                 loss = closure()
-                if self.flat_lr_factor < 1 and not kept:
+                if not kept:
                     kept.append(image.detach().clone())
                 return loss
 
@@ -128,7 +129,7 @@ class Schedule:
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * self.lr_factor(step)
         try:
-            yield wrap
+            yield wrap if self.flat_lr_factor < 1 else (lambda closure: closure)
         finally:
             for group, lr in zip(optimizer.param_groups, saved):
                 group["lr"] = lr
