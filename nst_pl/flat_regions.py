@@ -1,9 +1,11 @@
-"""Smaller steps where the photo is flat (`model.flat_lr_factor`).
+"""Smaller steps where the photo is flat (`model.flat_lr_factor`) or the loss barely pulls (`model.gradient_floor`).
 
 Adam moves every pixel by about its learning rate whatever the size of its gradient, so a night sky or a studio wall
 takes the painting's texture and the optimiser's own jitter as readily as the photo's detailed parts do, and SSIM (a
-flat region's structure) is lost there first. The step map scales each pixel's step by the photo's local contrast: 1
+flat region's structure) is lost there first. `step_map` scales each pixel's step by the photo's local contrast: 1
 where the photo has detail, down to `flat_lr_factor` where it is flat (README, "Recipes", the eighth round).
+`gradient_step_map` scales it by the pixel's own gradient: Adam's denominator held at or above `gradient_floor` × the
+pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (the ninth round).
 """
 
 from __future__ import annotations
@@ -43,4 +45,17 @@ def step_map(content: Tensor, sizes: Sequence[tuple[int, int]], factor: float) -
     out = torch.ones(content.shape[0], 1, *content.shape[-2:], dtype=torch.float32, device=content.device)
     for i, (h, w) in enumerate(sizes):
         out[i, :, :h, :w] = (local_contrast(content[i, :, :h, :w]) / FLAT_BELOW).clamp(factor, 1.0)
+    return out
+
+
+def gradient_step_map(second_moment: Tensor, sizes: Sequence[tuple[int, int]], floor: float) -> Tensor:
+    """Each pixel's step factor from Adam's `exp_avg_sq` [N, 3, H, W]: its gradient's root mean square ÷ (`floor` ×
+    that of its pair's pixels on average), at most 1 (1 outside each pair's real h × w). Adam's bias correction
+    cancels in the ratio; so does the scale of the loss."""
+    rms = second_moment.sqrt()
+    out = torch.ones_like(rms)
+    for i, (h, w) in enumerate(sizes):
+        pair = rms[i, :, :h, :w]
+        # A pair without gradient (nothing to move) gets 0, not nan.
+        out[i, :, :h, :w] = (pair / (floor * pair.mean()).clamp_min(torch.finfo(rms.dtype).tiny)).clamp(max=1.0)
     return out

@@ -72,6 +72,7 @@ class StyleTransfer(pl.LightningModule):
         scale_steps: list[int] | None = None,
         coarse_lr_factor: float = 0.4,
         flat_lr_factor: float = 1.0,
+        gradient_floor: float = 0.0,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
@@ -120,6 +121,7 @@ class StyleTransfer(pl.LightningModule):
                 colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
             flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
+            gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
                 (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
                 whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
@@ -161,13 +163,9 @@ class StyleTransfer(pl.LightningModule):
             relative_losses=relative_losses,
             tile_size=tile_size,
         )
-        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor)
-        self.init = init
-        self.style_strength = style_strength
-        self.palette_transfer = palette_transfer
-        self.ema_decay = ema_decay
-        self.preserve_color = preserve_color
-        self.optimizer_factory = optimizer
+        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor, gradient_floor)
+        self.init, self.style_strength, self.palette_transfer = init, style_strength, palette_transfer
+        self.ema_decay, self.preserve_color, self.optimizer_factory = ema_decay, preserve_color, optimizer
 
         # The generated images: created in `setup` once the data are known (shape [N, 3, H, W]).
         self.image = nn.Parameter(torch.empty(0))
@@ -353,6 +351,12 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
         raise ConfigError(
             "model.tile_size cannot run with trainer.precision 16-mixed (its gradient scaler does not reach the "
             "per-tile backward passes): use bf16-mixed or 32-true"
+        )
+    adam_like = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam)
+    if module.schedule.gradient_floor > 0 and not isinstance(optimizer, adam_like):
+        raise ConfigError(  # the floor is on Adam's denominator, its running mean of squared gradients
+            f"model.gradient_floor needs an Adam-type optimiser (Adam, AdamW, NAdam, RAdam), got "
+            f"{type(optimizer).__name__}: use Adam, or gradient_floor 0"
         )
     if isinstance(optimizer, torch.optim.LBFGS):
         group = optimizer.param_groups[0]

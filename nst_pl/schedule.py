@@ -9,7 +9,8 @@
 
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
 coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
-photo is flat, too (flat_regions.py). The module, its progress bar and its optimiser step all ask this one object.
+photo is flat, too, and with `gradient_floor` above 0 where the loss barely pulls (flat_regions.py). The module, its
+progress bar and its optimiser step all ask this one object.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from nst_pl.errors import ConfigError
-from nst_pl.flat_regions import step_map
+from nst_pl.flat_regions import gradient_step_map, step_map
 
 if TYPE_CHECKING:
     from nst_pl.data import PairImages
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 class Schedule:
     """Coarse phases of `scales` px (long side) for `steps` steps each, then the full size for the rest of the run;
     the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases, and each pixel's step by
-    `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat."""
+    `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat and by
+    `flat_regions.gradient_step_map` (with `gradient_floor` above 0) where its gradient is weak."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class Schedule:
         steps: Sequence[int] | None = None,
         lr_factor: float = 1.0,
         flat_lr_factor: float = 1.0,
+        gradient_floor: float = 0.0,
     ) -> None:
         if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
             raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
@@ -58,9 +61,15 @@ class Schedule:
                 f"model.flat_lr_factor must be above 0 and at most 1 (1: the same step everywhere, the default; 0.3: "
                 f"a third of it where the photo is flat), got {flat_lr_factor}"
             )
+        if not (0.0 <= gradient_floor <= 10.0):  # also refuses nan
+            raise ConfigError(
+                f"model.gradient_floor must be at least 0 and at most 10 (0: Adam's own step, the default; 1: a pixel "
+                f"whose gradient is below its picture's mean moves in proportion to it), got {gradient_floor}"
+            )
         self.scales = scales
         self.coarse_lr_factor = lr_factor
         self.flat_lr_factor = flat_lr_factor
+        self.gradient_floor = gradient_floor
         self._step_map: tuple | None = None  # (whose, flat_regions.step_map), made at the first step
         self.planned = steps  # as configured
         self.steps = steps  # as fitted into the run (`fit`)
@@ -110,9 +119,9 @@ class Schedule:
     @contextmanager
     def step_size(self, step: int, optimizer, image: Tensor, images: PairImages) -> Iterator[Callable]:
         """Around the optimiser's step at `step`: its learning rates × `lr_factor(step)`, put back afterwards (so
-        checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1, each pixel of
-        `image` moved that step's way × the step map of the photos in `images`. Yields a function that wraps the
-        step's closure (as it is, with `flat_lr_factor` 1): the image before the step is copied after the closure's
+        checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1 or
+        `gradient_floor` above 0, each pixel of `image` moved that step's way × its step maps. Yields a function that
+        wraps the step's closure (as it is, with neither): the image before the step is copied after the closure's
         backward, not at the memory peak."""
         kept = []
 
@@ -129,14 +138,23 @@ class Schedule:
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * self.lr_factor(step)
         try:
-            yield wrap if self.flat_lr_factor < 1 else (lambda closure: closure)
+            yield wrap if self.shapes_steps else (lambda closure: closure)
         finally:
             for group, lr in zip(optimizer.param_groups, saved):
                 group["lr"] = lr
         if kept:
             with torch.no_grad():
-                kept[0].lerp_(image, self.flat_step_map(image, images))
+                factor = self.flat_step_map(image, images) if self.flat_lr_factor < 1 else 1.0
+                second_moment = optimizer.state.get(image, {}).get("exp_avg_sq")  # none yet: a step the scaler skipped
+                if self.gradient_floor > 0 and second_moment is not None:
+                    factor = factor * gradient_step_map(second_moment, images.sizes, self.gradient_floor)
+                kept[0].lerp_(image, factor)
                 image.copy_(kept[0])
+
+    @property
+    def shapes_steps(self) -> bool:
+        """Whether a step map changes the optimiser's step, pixel by pixel."""
+        return self.flat_lr_factor < 1 or self.gradient_floor > 0
 
     def flat_step_map(self, image: Tensor, images: PairImages) -> Tensor:
         """`flat_regions.step_map` of the photos in `images`, made once per run's photos and device."""

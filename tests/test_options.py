@@ -367,6 +367,60 @@ def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path,
         fit(tmp_path / "lbfgs", *pair_dirs, max_steps=1, model_kw=lbfgs_kw)
 
 
+def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tmp_path, pair_dirs):
+    """Adam's first step moves every pixel by the learning rate, whatever its gradient; with gradient_floor 1 a pixel
+    whose gradient is below its picture's mean (|g| here: Adam's running root mean square at step 1) moves lr × |g| ÷
+    that mean, the others still by lr."""
+    moves, pulls = {}, {}
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = pl_module.image.detach().clone()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            floor = pl_module.schedule.gradient_floor
+            moves[floor] = (pl_module.image.detach() - self.before).abs()[0]
+            pulls[floor], self.start = pl_module.image.grad.detach().abs()[0], self.before[0]
+
+    spy, lr = Spy(), 0.01
+    for floor in (0.0, 1.0):
+        kw = {"gradient_floor": floor, "optimizer": functools.partial(torch.optim.Adam, lr=lr), "ema_decay": None}
+        fit(tmp_path / str(floor), *pair_dirs, max_steps=1, callbacks=[spy], model_kw={**kw, "init": "noise"})
+    inside = (spy.start > 2 * lr) & (spy.start < 1 - 2 * lr)  # no clamping at 0 or 1
+    g = pulls[1.0]
+    assert torch.equal(pulls[0.0], g)  # the same start (seeded noise), the same gradient
+    adam = lr * g / (g + 1e-8)  # Adam's first step: lr, but where its epsilon outweighs a vanishing gradient
+    pull = g / g.mean()
+    assert float(adam[inside].median()) == pytest.approx(lr, rel=1e-3)
+    assert torch.allclose(moves[0.0][inside], adam[inside], rtol=1e-3, atol=1e-7)
+    assert torch.allclose(moves[1.0][inside], (adam * pull.clamp(max=1.0))[inside], rtol=1e-3, atol=1e-7)
+    assert 0.3 < float((pull[inside] < 1).float().mean()) < 0.9  # both kinds of pixel were there
+    for bad in (-0.1, 10.5, float("nan")):
+        with pytest.raises(ValueError, match="model.gradient_floor must be at least 0 and at most 10"):
+            StyleTransfer(VGG16(weights=None), gradient_floor=bad)
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match="model.gradient_floor needs an Adam-type optimiser"):
+        fit(tmp_path / "sgd", *pair_dirs, max_steps=1, model_kw={"gradient_floor": 1.0, "optimizer": sgd})
+
+
+def test_the_gradient_step_map_is_per_pair_scale_free_and_1_in_the_padding():
+    """Two pairs on one canvas: each pixel's factor is its gradient's root mean square over its own pair's mean (× the
+    floor), at most 1; the loss's scale does not matter; a pair without gradient gets 0, not nan."""
+    from nst_pl.flat_regions import gradient_step_map
+
+    second_moment = torch.zeros(3, 3, 20, 30)
+    second_moment[0, :, :, :15], second_moment[0, :, :, 15:] = 1.0, 0.01  # root mean squares 1 and 0.1: mean 0.55
+    second_moment[1, :, :10, :10] = 4.0  # a 10 x 10 pair: all at its mean
+    m = gradient_step_map(second_moment, [(20, 30), (10, 10), (20, 30)], 1.0)
+    assert bool((m[0, :, :, :15] == 1).all()) and torch.allclose(m[0, :, :, 15:], torch.tensor(0.1 / 0.55))
+    assert (
+        bool((m[1, :, :10, :10] == 1).all()) and bool((m[1, :, 10:] == 1).all()) and bool((m[1, :, :, 10:] == 1).all())
+    )
+    assert bool((m[2] == 0).all())
+    assert torch.allclose(gradient_step_map(second_moment * 1e-8, [(20, 30), (10, 10), (20, 30)], 1.0), m)
+    assert torch.allclose(gradient_step_map(second_moment, [(20, 30)] * 3, 0.5)[0, :, :, 15:], torch.tensor(0.2 / 0.55))
+
+
 def test_the_step_map_follows_each_photos_contrast_on_a_padded_canvas():
     """Two photos of different sizes on one canvas, one above the 256 px the contrast is measured at: the factor where
     each is flat, 1 where it has detail, 1 in the padding."""
