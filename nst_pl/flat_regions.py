@@ -50,8 +50,9 @@ def step_map(content: Tensor, sizes: Sequence[tuple[int, int]], factor: float) -
 
 def gradient_step_map(second_moment: Tensor, sizes: Sequence[tuple[int, int]], floor: float) -> Tensor:
     """Each pixel's step factor from Adam's `exp_avg_sq` [N, 3, H, W]: its gradient's root mean square ÷ (`floor` ×
-    that of its pair's pixels on average), at most 1 (1 outside each pair's real h × w). Adam's bias correction
-    cancels in the ratio; so does the scale of the loss."""
+    that of its pair's pixels on average), at most 1 (1 outside each pair's real h × w): Adam with its denominator
+    held at or above `floor` × that mean (its ε aside). Adam's bias correction cancels in the ratio; so does the
+    scale of the loss."""
     rms = second_moment.sqrt()
     out = torch.ones_like(rms)
     for i, (h, w) in enumerate(sizes):

@@ -3,8 +3,8 @@
 One optimisation step:
     image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
         extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
-        schedule's learning-rate factor, and with `flat_lr_factor` a smaller one where the photo is flat) --> clamp
-        to [0, 1] --> EMA
+        schedule's learning-rate factor; with `flat_lr_factor` a smaller one where the photo is flat, with
+        `gradient_floor` where the loss pulls weakly) --> clamp to [0, 1] --> EMA
 
 This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
 the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
@@ -352,10 +352,10 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
             "model.tile_size cannot run with trainer.precision 16-mixed (its gradient scaler does not reach the "
             "per-tile backward passes): use bf16-mixed or 32-true"
         )
-    adam_like = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam)
+    adam_like = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam)  # not RAdam: no denominator at first
     if module.schedule.gradient_floor > 0 and not isinstance(optimizer, adam_like):
         raise ConfigError(  # the floor is on Adam's denominator, its running mean of squared gradients
-            f"model.gradient_floor needs an Adam-type optimiser (Adam, AdamW, NAdam, RAdam), got "
+            f"model.gradient_floor needs an Adam-type optimiser (Adam, AdamW, NAdam), got "
             f"{type(optimizer).__name__}: use Adam, or gradient_floor 0"
         )
     if isinstance(optimizer, torch.optim.LBFGS):
