@@ -145,11 +145,12 @@ class Schedule:
         if kept:
             with torch.no_grad():
                 factor = self.flat_step_map(image, images) if self.flat_lr_factor < 1 else 1.0
-                state = optimizer.state.get(image, {})  # empty: a first step the gradient scaler skipped
-                # Adam divides by the running maximum with amsgrad
-                second_moment = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
-                if self.gradient_floor > 0 and second_moment is not None:
-                    factor = factor * gradient_step_map(second_moment, images.sizes, self.gradient_floor)
+                if self.gradient_floor > 0:
+                    state = optimizer.state.get(image, {})  # empty: a first step the gradient scaler skipped
+                    # Adam divides by the running maximum with amsgrad
+                    second_moment = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
+                    if second_moment is not None:
+                        factor = factor * gradient_step_map(second_moment, images.sizes, self.gradient_floor)
                 kept[0].lerp_(image, factor)
                 image.copy_(kept[0])
 
