@@ -57,6 +57,7 @@ TUNE = [(REPO / "images" / f"{c}.jpg", REPO / "style" / f"{s}.jpg") for c, s in 
 ]] + [(PAIRS / "photos" / f"{c}.jpg", PAIRS / "paintings" / f"{s}.jpg") for c, s in [
     ("green-mountain-valley", "the-scream-munch"), ("engine-mechanics", "ramparts-aigues-mortes-bazille"),
     ("manhattan-skyline-day", "mona-lisa-leonardo"), ("dandelion-seed-heads", "spring-arcimboldo"),
+    ("launch-tower-day", "composition-viii-kandinsky"), ("launch-pad-night", "ejiri-suruga-hokusai"),
 ]]  # fmt: skip
 REPORT = [(PAIRS / "photos" / f"{c}.jpg", PAIRS / "paintings" / f"{s}.jpg") for c, s in [
     ("astronaut", "great-wave-hokusai"), ("coffee", "composition-vii-kandinsky"), ("rocket", "udnie-picabia"),
