@@ -42,10 +42,11 @@ NUMBERS = {
     "model.coarse_luminance_weight": ("the luminance term's weight", "30"),
     "model.palette_transfer": ("the palette transfer", "0.5"),
     "model.flat_lr_factor": ("the step factor of the photo's flat regions", "1"),
-    "model.gradient_floor": ("the floor of Adam's denominator", "0"),
+    "model.gradient_floor": ("the floor of Adam's denominator", "1"),
+    "model.gradient_floor_region": ("the box of the step's part that moves whole", "33"),
     "model.content_layer_weights": ("each layer's weight", "[1.0]"),
     "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),
-    "model.optimizer.init_args.lr": ("the learning rate", "0.05"),
+    "model.optimizer.init_args.lr": ("the learning rate", "0.06"),
     "data.style_blend": ("each style's weight", "[0.7, 0.3]"),
 }
 # The `data` options that pairs.list_pairs takes, and their types (another type is the parser's to report).

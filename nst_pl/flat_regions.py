@@ -5,7 +5,9 @@ takes the painting's texture and the optimiser's own jitter as readily as the ph
 flat region's structure) is lost there first. `step_map` scales each pixel's step by the photo's local contrast: 1
 where the photo has detail, down to `flat_lr_factor` where it is flat (README, "Recipes", the eighth round).
 `gradient_step_map` scales it by the pixel's own gradient: Adam's denominator held at or above `gradient_floor` × the
-pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (the ninth round).
+pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (the ninth round). The floor holds back
+the step's detail only: `regional_part`, the step averaged over a box, moves whole, so a dark photo still takes a
+pale painting's light and colours (the tenth round).
 """
 
 from __future__ import annotations
@@ -46,6 +48,28 @@ def step_map(content: Tensor, sizes: Sequence[tuple[int, int]], factor: float) -
     for i, (h, w) in enumerate(sizes):
         out[i, :, :h, :w] = (local_contrast(content[i, :, :h, :w]) / FLAT_BELOW).clamp(factor, 1.0)
     return out
+
+
+def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float) -> Tensor:
+    """`step` [N, C, H, W] averaged over a square box of `region` px per 256 px of each pair's long side (odd, at
+    least 1; edges repeated), over each pair's real h × w; 0 outside it, and everywhere with `region` 0."""
+    out = torch.zeros_like(step)
+    for i, (h, w) in enumerate(sizes):
+        if region <= 0:
+            break
+        out[i, :, :h, :w] = box_average(step[i, :, :h, :w], max(1, round(region * max(h, w) / 256)) | 1)
+    return out
+
+
+def box_average(x: Tensor, k: int) -> Tensor:
+    """`x` [C, h, w] averaged over k × k boxes (k odd, edges repeated), by running sums: the same few operations per
+    pixel at any k (a plain average pool costs k² per pixel: tens of ms a step at 256 px)."""
+    r = k // 2
+    padded = F.pad(x[None], (r, r, r, r), mode="replicate")[0]
+    rows = F.pad(padded.cumsum(-2), (0, 0, 1, 0))
+    rows = rows[:, k:] - rows[:, :-k]
+    cols = F.pad(rows.cumsum(-1), (1, 0))
+    return (cols[..., k:] - cols[..., :-k]) / (k * k)
 
 
 def gradient_step_map(second_moment: Tensor, sizes: Sequence[tuple[int, int]], floor: float) -> Tensor:

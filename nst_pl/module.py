@@ -49,7 +49,7 @@ DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 def default_optimizer(params) -> torch.optim.Optimizer:
     # The vgg19 recipe's full-size step (0.4 of it in the coarse phases; style_weight 2500, shared relative losses,
     # ema_decay 0.5), tuned with bench/quality.py: see README, "Recipes" and "Quality".
-    return torch.optim.Adam(params, lr=0.05)
+    return torch.optim.Adam(params, lr=0.06)
 
 
 class StyleTransfer(pl.LightningModule):
@@ -70,9 +70,10 @@ class StyleTransfer(pl.LightningModule):
         init: str = "content",
         scales: list[int] | None = None,
         scale_steps: list[int] | None = None,
-        coarse_lr_factor: float = 0.4,
+        coarse_lr_factor: float = 0.3333,
         flat_lr_factor: float = 1.0,
-        gradient_floor: float = 0.0,
+        gradient_floor: float = 1.0,
+        gradient_floor_region: float = 33.0,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
@@ -117,11 +118,12 @@ class StyleTransfer(pl.LightningModule):
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
-            coarse_lr_factor: The learning rate × this in the coarse phases: the default 0.4 (with lr 0.05) takes the
+            coarse_lr_factor: The learning rate × this in the coarse phases: the default 0.3333 (with lr 0.06) takes the
                 colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
             flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
+            gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
             tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
                 (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
                 whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
@@ -163,7 +165,9 @@ class StyleTransfer(pl.LightningModule):
             relative_losses=relative_losses,
             tile_size=tile_size,
         )
-        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor, gradient_floor)
+        self.schedule = Schedule(
+            scales, scale_steps, coarse_lr_factor, flat_lr_factor, gradient_floor, gradient_floor_region
+        )
         self.init, self.style_strength, self.palette_transfer = init, style_strength, palette_transfer
         self.ema_decay, self.preserve_color, self.optimizer_factory = ema_decay, preserve_color, optimizer
 
@@ -354,10 +358,13 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
         )
     adam_like = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam)  # not RAdam: no denominator at first
     if module.schedule.gradient_floor > 0 and not isinstance(optimizer, adam_like):
-        raise ConfigError(  # the floor is on Adam's denominator, its running mean of squared gradients
-            f"model.gradient_floor needs an Adam-type optimiser (Adam, AdamW, NAdam), got "
-            f"{type(optimizer).__name__}: use Adam, or gradient_floor 0"
+        # The floor is on Adam's denominator (its running mean of squared gradients); it is on by default, so another
+        # optimiser runs without it rather than failing.
+        rank_zero_warn(
+            f"model.gradient_floor {module.schedule.gradient_floor} acts on Adam-type optimisers (Adam, AdamW, "
+            f"NAdam); {type(optimizer).__name__} runs without it (set gradient_floor: 0 to say so)"
         )
+        module.schedule.gradient_floor = 0.0
     if isinstance(optimizer, torch.optim.LBFGS):
         group = optimizer.param_groups[0]
         if group["max_iter"] != 1:

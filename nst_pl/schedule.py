@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from nst_pl.errors import ConfigError
-from nst_pl.flat_regions import gradient_step_map, step_map
+from nst_pl.flat_regions import gradient_step_map, regional_part, step_map
 
 if TYPE_CHECKING:
     from nst_pl.data import PairImages
@@ -44,6 +44,7 @@ class Schedule:
         lr_factor: float = 1.0,
         flat_lr_factor: float = 1.0,
         gradient_floor: float = 0.0,
+        gradient_floor_region: float = 0.0,
     ) -> None:
         if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
             raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
@@ -66,10 +67,15 @@ class Schedule:
                 f"model.gradient_floor must be at least 0 and at most 10 (0: Adam's own step, the default; 1: a pixel "
                 f"whose gradient is below its picture's mean moves in proportion to it), got {gradient_floor}"
             )
+        if not (0.0 <= gradient_floor_region <= 256.0):  # also refuses nan
+            raise ConfigError(
+                f"model.gradient_floor_region must be at least 0 and at most 256 (px per 256 px of the picture; 0: the "
+                f"floor holds back the whole step), got {gradient_floor_region}"
+            )
         self.scales = scales
         self.coarse_lr_factor = lr_factor
         self.flat_lr_factor = flat_lr_factor
-        self.gradient_floor = gradient_floor
+        self.gradient_floor, self.gradient_floor_region = gradient_floor, gradient_floor_region
         self._step_map: tuple | None = None  # (whose, flat_regions.step_map), made at the first step
         self.planned = steps  # as configured
         self.steps = steps  # as fitted into the run (`fit`)
@@ -144,15 +150,20 @@ class Schedule:
                 group["lr"] = lr
         if kept:
             with torch.no_grad():
-                factor = self.flat_step_map(image, images) if self.flat_lr_factor < 1 else 1.0
+                step_taken = image - kept[0]
+                second_moment = None
                 if self.gradient_floor > 0:
                     state = optimizer.state.get(image, {})  # empty: a first step the gradient scaler skipped
                     # Adam divides by the running maximum with amsgrad
                     second_moment = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
-                    if second_moment is not None:
-                        factor = factor * gradient_step_map(second_moment, images.sizes, self.gradient_floor)
-                kept[0].lerp_(image, factor)
-                image.copy_(kept[0])
+                if second_moment is not None:
+                    factor = gradient_step_map(second_moment, images.sizes, self.gradient_floor)
+                    regional = regional_part(step_taken, images.sizes, self.gradient_floor_region)
+                    # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
+                    step_taken = regional + factor * (step_taken - regional)
+                if self.flat_lr_factor < 1:
+                    step_taken = self.flat_step_map(image, images) * step_taken
+                image.copy_(kept[0] + step_taken)
 
     @property
     def shapes_steps(self) -> bool:

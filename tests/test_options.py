@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from helpers import SHALLOW, LossRecorder, fit, make_image, tiny_trainer
 
 from nst_pl import losses
@@ -370,7 +371,10 @@ def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path,
 def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tmp_path, pair_dirs):
     """Adam's first step moves every pixel by the learning rate, whatever its gradient; with gradient_floor 1 a pixel
     whose gradient is below its picture's mean (|g| here: Adam's running root mean square at step 1) moves lr × |g| ÷
-    that mean, the others still by lr."""
+    that mean, the others still by lr. With gradient_floor_region the step's box average moves whole and the floor
+    holds back the rest."""
+    from nst_pl.flat_regions import regional_part
+
     moves, pulls = {}, {}
 
     class Spy(pl.Callback):
@@ -378,29 +382,56 @@ def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tm
             self.before = pl_module.image.detach().clone()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            floor = pl_module.schedule.gradient_floor
-            moves[floor] = (pl_module.image.detach() - self.before).abs()[0]
-            pulls[floor], self.start = pl_module.image.grad.detach().abs()[0], self.before[0]
+            key = (pl_module.schedule.gradient_floor, pl_module.schedule.gradient_floor_region)
+            moves[key] = (pl_module.image.detach() - self.before)[0]
+            pulls[key], self.start = pl_module.image.grad.detach()[0], self.before[0]
 
     spy, lr = Spy(), 0.01
-    for floor in (0.0, 1.0):
-        kw = {"gradient_floor": floor, "optimizer": functools.partial(torch.optim.Adam, lr=lr), "ema_decay": None}
-        fit(tmp_path / str(floor), *pair_dirs, max_steps=1, callbacks=[spy], model_kw={**kw, "init": "noise"})
+    for floor, region in ((0.0, 0.0), (1.0, 0.0), (1.0, 64.0)):
+        kw = {"gradient_floor": floor, "gradient_floor_region": region, "ema_decay": None, "init": "noise"}
+        kw["optimizer"] = functools.partial(torch.optim.Adam, lr=lr)
+        fit(tmp_path / f"{floor}_{region}", *pair_dirs, max_steps=1, callbacks=[spy], model_kw=kw)
     inside = (spy.start > 2 * lr) & (spy.start < 1 - 2 * lr)  # no clamping at 0 or 1
-    g = pulls[1.0]
-    assert torch.equal(pulls[0.0], g)  # the same start (seeded noise), the same gradient
-    adam = lr * g / (g + 1e-8)  # Adam's first step: lr, but where its epsilon outweighs a vanishing gradient
-    pull = g / g.mean()
-    assert float(adam[inside].median()) == pytest.approx(lr, rel=1e-3)
-    assert torch.allclose(moves[0.0][inside], adam[inside], rtol=1e-3, atol=1e-7)
-    assert torch.allclose(moves[1.0][inside], (adam * pull.clamp(max=1.0))[inside], rtol=1e-3, atol=1e-7)
-    assert 0.3 < float((pull[inside] < 1).float().mean()) < 0.9  # both kinds of pixel were there
+    g = pulls[1.0, 0.0]
+    assert torch.equal(pulls[0.0, 0.0], g) and torch.equal(pulls[1.0, 64.0], g)  # the same start, the same gradient
+    adam = -lr * g / (g.abs() + 1e-8)  # Adam's first step: lr, but where its epsilon outweighs a vanishing gradient
+    factor = (g.abs() / g.abs().mean()).clamp(max=1.0)
+    assert float(adam.abs()[inside].median()) == pytest.approx(lr, rel=1e-3)
+    assert torch.allclose(moves[0.0, 0.0][inside], adam[inside], rtol=1e-3, atol=1e-7)
+    assert torch.allclose(moves[1.0, 0.0][inside], (adam * factor)[inside], rtol=1e-3, atol=1e-7)
+    assert 0.3 < float((factor[inside] < 1).float().mean()) < 0.9  # both kinds of pixel were there
+    regional = regional_part(adam[None], [tuple(adam.shape[-2:])], 64.0)[0]  # 64 px per 256: 13 px boxes at 48 px
+    floored = regional + factor * (adam - regional)
+    assert torch.allclose(moves[1.0, 64.0][inside], floored[inside], rtol=1e-3, atol=1e-6)
+    assert float((floored - adam * factor)[inside].abs().mean()) > 0.02 * lr  # the region made a difference
     for bad in (-0.1, 10.5, float("nan")):
         with pytest.raises(ValueError, match="model.gradient_floor must be at least 0 and at most 10"):
             StyleTransfer(VGG16(weights=None), gradient_floor=bad)
-    sgd = functools.partial(torch.optim.SGD, lr=0.1)
-    with pytest.raises(ValueError, match="model.gradient_floor needs an Adam-type optimiser"):
-        fit(tmp_path / "sgd", *pair_dirs, max_steps=1, model_kw={"gradient_floor": 1.0, "optimizer": sgd})
+    for bad in (-1.0, 300.0, float("nan")):
+        with pytest.raises(ValueError, match="model.gradient_floor_region must be at least 0 and at most 256"):
+            StyleTransfer(VGG16(weights=None), gradient_floor_region=bad)
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)  # the floor is on by default: SGD runs without it, with a warning
+    with pytest.warns(UserWarning, match="acts on Adam-type optimisers .* SGD runs without it"):
+        model, *_ = fit(tmp_path / "sgd", *pair_dirs, max_steps=1, model_kw={"gradient_floor": 1.0, "optimizer": sgd})
+    assert model.schedule.gradient_floor == 0.0
+
+
+def test_the_regional_part_is_the_box_average_of_each_pair_and_0_in_the_padding():
+    """`regional_part` equals a plain average pool over k × k boxes (edges repeated) on each pair's real h × w, with
+    k from the pair's own long side; 0 in the padding; region 0 gives 0."""
+    from nst_pl.flat_regions import regional_part
+
+    torch.manual_seed(0)
+    step = torch.zeros(2, 3, 40, 64)
+    step[0] = torch.randn(3, 40, 64)
+    step[1, :, :32, :20] = torch.randn(3, 32, 20)
+    out = regional_part(step, [(40, 64), (32, 20)], 33.0)
+    for i, (h, w) in enumerate([(40, 64), (32, 20)]):
+        k = max(1, round(33 * max(h, w) / 256)) | 1  # 9 and 5 px
+        x = F.pad(step[i : i + 1, :, :h, :w], (k // 2,) * 4, mode="replicate")
+        assert torch.allclose(out[i, :, :h, :w], F.avg_pool2d(x, k, 1)[0], atol=1e-6)
+    assert float(out[1, :, 32:].abs().max()) == 0.0 and float(out[1, :, :, 20:].abs().max()) == 0.0
+    assert float(regional_part(step, [(40, 64), (32, 20)], 0.0).abs().max()) == 0.0
 
 
 def test_the_gradient_step_map_is_per_pair_scale_free_and_1_in_the_padding():
