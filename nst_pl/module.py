@@ -4,7 +4,7 @@ One optimisation step:
     image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
         extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
         schedule's learning-rate factor; with `flat_lr_factor` a smaller one where the photo is flat, with
-        `gradient_floor` where the loss pulls weakly) --> clamp to [0, 1] --> EMA
+        `gradient_floor` where the loss pulls weakly, on the step's detail) --> clamp to [0, 1] --> EMA
 
 This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
 the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
@@ -139,7 +139,7 @@ class StyleTransfer(pl.LightningModule):
             style_strength: How far the output goes from the photo towards the optimised image: photo +
                 style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
                 Applied to the output like `preserve_color` (before it), so it can change on resume.
-            optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.05}}` (the
+            optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.06}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
         super().__init__()

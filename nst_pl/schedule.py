@@ -9,7 +9,8 @@
 
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
 coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
-photo is flat, too, and with `gradient_floor` above 0 where the loss barely pulls (flat_regions.py). The module, its
+photo is flat, too, and with `gradient_floor` above 0 where the loss barely pulls, on the step less its regional
+part (`gradient_floor_region`; flat_regions.py). The module, its
 progress bar and its optimiser step all ask this one object.
 """
 
@@ -35,7 +36,8 @@ class Schedule:
     """Coarse phases of `scales` px (long side) for `steps` steps each, then the full size for the rest of the run;
     the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases, and each pixel's step by
     `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat and by
-    `flat_regions.gradient_step_map` (with `gradient_floor` above 0) where its gradient is weak."""
+    `flat_regions.gradient_step_map` (with `gradient_floor` above 0) where its gradient is weak, that one on the step
+    less `flat_regions.regional_part` (boxes of `gradient_floor_region` px per 256 px; 0: none)."""
 
     def __init__(
         self,
