@@ -118,24 +118,22 @@ class StyleTransfer(pl.LightningModule):
                 e.g. [128, 181, 256]. The image keeps its full size; the loss sees a downscaled view of it.
             scale_steps: Steps spent at each coarse scale (same length as `scales`); the full size gets the rest.
                 A schedule as long as `trainer.max_steps` or longer is shrunk to two thirds of the run (warning).
-            coarse_lr_factor: The learning rate × this in the coarse phases: the default 0.3333 (with lr 0.06) takes the
+            coarse_lr_factor: The learning rate × this in the coarse phases: the default 0.3333 (lr 0.06) takes the
                 colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
             flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
-            tile_size: Print size: compute each step tile by tile, with tile cores of about this many pixels a side
-                (of the view the loss sees), for the same loss and gradient on bounded memory; null computes the
-                whole view at once. Applies to the steps whose view is larger than a tile. Under DDP the tiles are
-                shared out over the ranks.
+            tile_size: Print size: each step computed tile by tile (tile cores of about this many px a side of the
+                view), the same loss and gradient on bounded memory; null: the whole view at once. Applies to views
+                larger than a tile; under DDP the ranks share the tiles.
             ema_decay: If set (default 0.5), the output is a bias-corrected exponential moving average of the
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
                 chrominance) or `histogram` (match the output's colour mean and covariance to the photo's).
             palette_transfer: How far the output's chrominance moves towards the painting's colour mean and covariance,
-                its luminance kept (0: the colours as optimised, 1: all the way; default 0.5, measured on the tune
-                pairs: README, "Recipes"); `preserve_color` other than none turns it off. Applied to the output
-                first, so it can change on resume.
+                its luminance kept (0: as optimised, 1: all the way; default 0.5, README "Recipes"); `preserve_color`
+                other than none turns it off. Applied to the output first, so it can change on resume.
             style_strength: How far the output goes from the photo towards the optimised image: photo +
                 style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
                 Applied to the output like `preserve_color` (before it), so it can change on resume.
