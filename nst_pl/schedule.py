@@ -66,7 +66,7 @@ class Schedule:
             )
         if not (0.0 <= gradient_floor <= 10.0):  # also refuses nan
             raise ConfigError(
-                f"model.gradient_floor must be at least 0 and at most 10 (0: Adam's own step, the default; 1: a pixel "
+                f"model.gradient_floor must be at least 0 and at most 10 (0: Adam's own step; 1, the default: a pixel "
                 f"whose gradient is below its picture's mean moves in proportion to it), got {gradient_floor}"
             )
         if not (0.0 <= gradient_floor_region <= 256.0):  # also refuses nan
