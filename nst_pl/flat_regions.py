@@ -63,13 +63,14 @@ def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float)
 
 def box_average(x: Tensor, k: int) -> Tensor:
     """`x` [C, h, w] averaged over k × k boxes (k odd, edges repeated), by running sums: the same few operations per
-    pixel at any k (a plain average pool costs k² per pixel: tens of ms a step at 256 px)."""
+    pixel at any k (a plain average pool costs k² per pixel: tens of ms a step at 256 px). Summed in float32: half
+    precision's running sums overflow or round away the step."""
     r = k // 2
-    padded = F.pad(x[None], (r, r, r, r), mode="replicate")[0]
+    padded = F.pad(x.float()[None], (r, r, r, r), mode="replicate")[0]
     rows = F.pad(padded.cumsum(-2), (0, 0, 1, 0))
     rows = rows[:, k:] - rows[:, :-k]
     cols = F.pad(rows.cumsum(-1), (1, 0))
-    return (cols[..., k:] - cols[..., :-k]) / (k * k)
+    return ((cols[..., k:] - cols[..., :-k]) / (k * k)).to(x.dtype)
 
 
 def gradient_step_map(second_moment: Tensor, sizes: Sequence[tuple[int, int]], floor: float) -> Tensor:

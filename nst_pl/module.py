@@ -47,7 +47,7 @@ DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
-    # The vgg19 recipe's full-size step (0.4 of it in the coarse phases; style_weight 2500, shared relative losses,
+    # The vgg19 recipe's full-size step (1/3 of it in the coarse phases; style_weight 2500, shared relative losses,
     # ema_decay 0.5), tuned with bench/quality.py: see README, "Recipes" and "Quality".
     return torch.optim.Adam(params, lr=0.06)
 

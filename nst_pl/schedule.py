@@ -162,10 +162,11 @@ class Schedule:
                     factor = gradient_step_map(second_moment, images.sizes, self.gradient_floor)
                     regional = regional_part(step_taken, images.sizes, self.gradient_floor_region)
                     # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
-                    step_taken = regional + factor * (step_taken - regional)
+                    step_taken.sub_(regional).mul_(factor).add_(regional)  # in place: print-size images are large
+                    del factor, regional
                 if self.flat_lr_factor < 1:
-                    step_taken = self.flat_step_map(image, images) * step_taken
-                image.copy_(kept[0] + step_taken)
+                    step_taken.mul_(self.flat_step_map(image, images))
+                image.copy_(kept[0].add_(step_taken))
 
     @property
     def shapes_steps(self) -> bool:
