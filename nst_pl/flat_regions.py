@@ -54,9 +54,9 @@ def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float)
     """`step` [N, C, H, W] averaged over a square box of `region` px per 256 px of each pair's long side (odd, at
     least 1; edges repeated), over each pair's real h × w; 0 outside it, and everywhere with `region` 0."""
     out = torch.zeros_like(step)
+    if region <= 0:
+        return out
     for i, (h, w) in enumerate(sizes):
-        if region <= 0:
-            break
         out[i, :, :h, :w] = box_average(step[i, :, :h, :w], max(1, round(region * max(h, w) / 256)) | 1)
     return out
 
