@@ -64,13 +64,14 @@ def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float)
 def box_average(x: Tensor, k: int) -> Tensor:
     """`x` [C, h, w] averaged over k × k boxes (k odd, edges repeated), by running sums: the same few operations per
     pixel at any k (a plain average pool costs k² per pixel: tens of ms a step at 256 px). Summed in float32: half
-    precision's running sums overflow or round away the step."""
+    precision's running sums overflow or round away the step. The sums run in place: at most two copies of `x` at once
+    (a print's step is large)."""
     r = k // 2
-    padded = F.pad(x.float()[None], (r, r, r, r), mode="replicate")[0]
-    rows = F.pad(padded.cumsum(-2), (0, 0, 1, 0))
-    rows = rows[:, k:] - rows[:, :-k]
-    cols = F.pad(rows.cumsum(-1), (1, 0))
-    return ((cols[..., k:] - cols[..., :-k]) / (k * k)).to(x.dtype)
+    sums = F.pad(x.float()[None], (r, r, r, r), mode="replicate")[0].cumsum_(-2)
+    sums = F.pad(sums, (0, 0, 1, 0))
+    sums = (sums[:, k:] - sums[:, :-k]).cumsum_(-1)
+    sums = F.pad(sums, (1, 0))
+    return (sums[..., k:] - sums[..., :-k]).div_(k * k).to(x.dtype)
 
 
 def gradient_step_map(second_moment: Tensor, sizes: Sequence[tuple[int, int]], floor: float) -> Tensor:
@@ -78,10 +79,10 @@ def gradient_step_map(second_moment: Tensor, sizes: Sequence[tuple[int, int]], f
     that of its pair's pixels on average), at most 1 (1 outside each pair's real h × w): Adam with its denominator
     held at or above `floor` × that mean (its ε aside). Adam's bias correction cancels in the ratio; so does the
     scale of the loss."""
-    rms = second_moment.sqrt()
-    out = torch.ones_like(rms)
+    factor = second_moment.sqrt()  # the gradient's root mean square, made the factor in place
     for i, (h, w) in enumerate(sizes):
-        pair = rms[i, :, :h, :w]
+        pair = factor[i, :, :h, :w]
         # A pair without gradient (nothing to move) gets 0, not nan.
-        out[i, :, :h, :w] = (pair / (floor * pair.mean()).clamp_min(torch.finfo(rms.dtype).tiny)).clamp(max=1.0)
-    return out
+        pair.div_((floor * pair.mean()).clamp_min(torch.finfo(factor.dtype).tiny)).clamp_(max=1.0)
+        factor[i, :, h:], factor[i, :, :, w:] = 1.0, 1.0  # the canvas's padding moves as Adam moves it
+    return factor

@@ -7,7 +7,8 @@ The estimate (float32) adds up:
   moments, the photo, the view and its gradient) and the content targets;
 - what autograd keeps for the backward (from a run on meta tensors), for the whole view or, with tiles, for the
   largest tile;
-- the transient: the largest activation's output and gradients (`BACKWARD_TRANSIENT` of them);
+- the transient: the largest activation's output and gradients (`BACKWARD_TRANSIENT` of them), or the image-sized
+  temporaries of the step maps after the backward (`Schedule.step_copies`: the gradient floor's), whichever is more;
 - a measured constant for the rest (`OVERHEAD`).
 Measured against it by bench/memory.py (README, "Print size").
 """
@@ -39,8 +40,9 @@ NOTE_FROM = GIB
 SUGGESTED_TILES = (2048, 1536, 1024, 768, 512, 384, 256)
 
 
-def step_bytes(objective, images: PairImages, tile_size: int | None) -> int:
-    """Estimated peak bytes of a full-size step of `objective` on `images` with tiles of `tile_size` (None: whole)."""
+def step_bytes(objective, images: PairImages, tile_size: int | None, step_copies: int = 0) -> int:
+    """Estimated peak bytes of a full-size step of `objective` on `images` with tiles of `tile_size` (None: whole),
+    whose step maps hold `step_copies` image-sized temporaries after the backward (its activations freed by then)."""
     extractor = objective.extractor
     n, _, h, w = images.content.shape
     fixed = OVERHEAD + sum(p.numel() for p in extractor.parameters()) * 4 + IMAGE_COPIES * images.content.numel() * 4
@@ -49,7 +51,8 @@ def step_bytes(objective, images: PairImages, tile_size: int | None) -> int:
         fixed += sum(n * c * fh * fw for c, fh, fw in shapes.values()) * 4
     tiles = tiles_of(extractor, objective.layers, (h, w), tile_size)
     regions = [(h, w)] if tiles is None else {(t.rows.stop - t.rows.start, t.cols.stop - t.cols.start) for t in tiles}
-    return fixed + max(_forward_backward_bytes(extractor, objective.layers, region, n) for region in regions)
+    backward = max(_forward_backward_bytes(extractor, objective.layers, region, n) for region in regions)
+    return fixed + max(backward, step_copies * images.content.numel() * 4)
 
 
 def _forward_backward_bytes(extractor, layers: list[str], size: tuple[int, int], n: int) -> int:
@@ -87,13 +90,16 @@ def available_bytes(device: torch.device) -> tuple[int | None, str]:
     return free, "available RAM"
 
 
-def check_memory(objective, images: PairImages, device: torch.device) -> str | None:
+def check_memory(objective, images: PairImages, device: torch.device, step_copies: int = 0) -> str | None:
     """The line that says what a step costs, when worth saying (tiles on, or a step of `NOTE_FROM` or more); a
     ConfigError (suggesting a tile size) when it cannot fit."""
     h, w = images.content.shape[-2:]
-    untiled = step_bytes(objective, images, None)
-    tile = objective.tile_size
-    need = untiled if tile is None else step_bytes(objective, images, tile)
+
+    def cost(tile_size: int | None) -> int:
+        return step_bytes(objective, images, tile_size, step_copies)
+
+    untiled, tile = cost(None), objective.tile_size
+    need = untiled if tile is None else cost(tile)
     free, where = available_bytes(device)
     pairs = f" for {len(images.names)} pairs" if len(images.names) > 1 else ""
     line = f"a {w}x{h} px step{pairs} needs about {untiled / GIB:.1f} GiB"
@@ -102,9 +108,9 @@ def check_memory(objective, images: PairImages, device: torch.device) -> str | N
         line += f" untiled, {need / GIB:.1f} GiB in {count} tile(s) of {tile} px"
     line += f"; {free / GIB:.1f} GiB {where}" if free is not None else ""
     if free is not None and need > free:
-        fits = [t for t in SUGGESTED_TILES if t < max(h, w) and step_bytes(objective, images, t) <= 0.8 * free]
+        fits = [t for t in SUGGESTED_TILES if t < max(h, w) and cost(t) <= 0.8 * free]
         fix = (
-            f"set model.tile_size {fits[0]} (about {step_bytes(objective, images, fits[0]) / GIB:.1f} GiB)"
+            f"set model.tile_size {fits[0]} (about {cost(fits[0]) / GIB:.1f} GiB)"
             if fits
             else "even small tiles do not fit: lower data.image_size, or run fewer pairs at once"
         )

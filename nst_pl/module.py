@@ -188,7 +188,7 @@ class StyleTransfer(pl.LightningModule):
         images = datamodule.images
         self.schedule.fit(images.content.shape[-2:], trainer.max_steps)
         check_init(self.init)
-        self.objective.bind(images, smallest_view=self.schedule.long_side(0), device=trainer.strategy.root_device)
+        self.objective.bind(images, self.schedule.long_side(0), trainer.strategy.root_device, self.schedule.step_copies)
         if self.objective.step_memory and trainer.is_global_zero:
             sys.stderr.write(f"nst-pl: memory: {self.objective.step_memory}\n")
         self.pair_images = images

@@ -90,15 +90,16 @@ class Objective:
         self._device: torch.device | None = None
 
     # ------------------------------------------------------------------------------------------------ pairs
-    def bind(self, images: PairImages, smallest_view: int | None = None, device: torch.device | None = None) -> None:
-        """Take the pairs to optimise, and check that they can be: every view down to `smallest_view` (the long side
-        of the first coarse scale; default the full size) must be large enough for the deepest layer, and with a
-        `device`, a full-size step must fit in its memory (memory.py; `step_memory` says what a step costs when
-        worth saying)."""
+    def bind(
+        self, images: PairImages, smallest_view: int | None = None, device: torch.device | None = None, step_copies=0
+    ) -> None:
+        """Take the pairs to optimise, and check that they can be: every view down to `smallest_view` (the first
+        coarse scale's long side; default the full size) must be large enough for the deepest layer, and with a
+        `device`, a full-size step (its step maps' `step_copies` too) must fit in its memory (memory.py)."""
         self.images = images
         self._targets.clear()
         check_sizes(self.extractor, self.layers, images, smallest_view or max(images.content.shape[-2:]))
-        self.step_memory = check_memory(self, images, device) if device is not None else None
+        self.step_memory = check_memory(self, images, device, step_copies) if device is not None else None
 
     # -------------------------------------------------------------------------------------- features, tiles
     def features(self, x: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:

@@ -159,14 +159,22 @@ class Schedule:
                     # Adam divides by the running maximum with amsgrad
                     second_moment = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
                 if second_moment is not None:
-                    factor = gradient_step_map(second_moment, images.sizes, self.gradient_floor)
+                    # the regional part first: its running sums are the step's largest temporaries
                     regional = regional_part(step_taken, images.sizes, self.gradient_floor_region)
+                    factor = gradient_step_map(second_moment, images.sizes, self.gradient_floor)
                     # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
                     step_taken.sub_(regional).mul_(factor).add_(regional)  # in place: print-size images are large
                     del factor, regional
                 if self.flat_lr_factor < 1:
                     step_taken.mul_(self.flat_step_map(image, images))
                 image.copy_(kept[0].add_(step_taken))
+
+    @property
+    def step_copies(self) -> int:
+        """Image-sized temporaries alive at once in the optimiser's step, after the backward (memory.py): Adam's own
+        two; with a step map, the image before the step too; with the floor, that, the step, and its regional part
+        with two running sums (measured by tests/test_tiling.py)."""
+        return 6 if self.gradient_floor > 0 else 3 if self.flat_lr_factor < 1 else 2
 
     @property
     def shapes_steps(self) -> bool:

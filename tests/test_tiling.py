@@ -263,6 +263,61 @@ def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
     assert tiled[1] < tiled[0] < large  # a 4096 px picture in tiles costs less than 2048 px whole
 
 
+# Run in a fresh process, every tensor in its own mapping (MALLOC_MMAP_THRESHOLD_), so that its resident memory follows
+# the tensors alive; the kernel's peak (VmHWM) is reset before each step (clear_refs 5). Prints, per config, the step's
+# peak above the state (image, gradient, Adam's moments, photo), in image copies.
+_STEP_MAPS_PEAK = """
+import json, sys, types, torch
+from pathlib import Path
+from nst_pl.schedule import Schedule
+side, configs = 1024, json.loads(sys.argv[1])
+image = torch.rand(1, 3, side, side, requires_grad=True)
+optimizer = torch.optim.Adam([image], lr=0.01)
+def closure():
+    image.grad = torch.rand_like(image) if image.grad is None else image.grad.uniform_()
+    return torch.zeros(())
+optimizer.step(closure)  # Adam's state exists
+images = types.SimpleNamespace(sizes=[(side, side)], content=torch.rand(1, 3, side, side))
+def kib(key):
+    return int(next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)).split()[1])
+for floor, flat in configs:
+    schedule = Schedule(gradient_floor=floor, gradient_floor_region=33, flat_lr_factor=flat)
+    schedule.fit((side, side), 10)
+    schedule.flat_step_map(image, images) if flat < 1 else None  # made once per run, before its steps
+    Path("/proc/self/clear_refs").write_text("5")
+    before = kib("VmRSS:")
+    with schedule.step_size(5, optimizer, image, images) as wrap:
+        optimizer.step(wrap(closure))
+    print((kib("VmHWM:") - before) * 1024 / image.numel() / 4)
+"""
+
+
+def test_the_step_maps_hold_at_most_the_image_copies_the_estimate_counts():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    configs = [(0.0, 1.0), (1.0, 1.0), (0.0, 0.3), (1.0, 0.3)]  # plain Adam, the floor (default), flat, both
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
+    args = [sys.executable, "-c", _STEP_MAPS_PEAK, json.dumps(configs)]
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    peaks = [float(line) for line in out.stdout.split()]
+    for (floor, flat), peak in zip(configs, peaks):
+        assert peak <= Schedule(gradient_floor=floor, gradient_floor_region=33, flat_lr_factor=flat).step_copies
+    assert peaks[1] >= peaks[0] + 2  # the floor's copies are there to be counted: the test can see them
+
+
+def test_the_estimate_counts_the_step_maps_where_tiles_are_small():
+    objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
+    images, copies = _canvas(3072, 4096), Schedule(gradient_floor=1.0, gradient_floor_region=33).step_copies
+    plain, floor = (memory.step_bytes(objective, images, 256, c) for c in (0, copies))
+    assert 0 < floor - plain < copies * images.content.numel() * 4  # small tiles: the step maps are the peak
+    whole = [memory.step_bytes(objective, _canvas(768, 1024), None, c) for c in (0, copies)]
+    assert whole[0] == whole[1]  # untiled, the activations freed before them are more
+
+
 def test_a_step_that_cannot_fit_is_refused_with_a_tile_size_that_fits(monkeypatch):
     objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
     images = _canvas(1536, 2048)
