@@ -43,7 +43,7 @@ NUMBERS = {
     "model.palette_transfer": ("the palette transfer", "0.5"),
     "model.flat_lr_factor": ("the step factor of the photo's flat regions", "1"),
     "model.gradient_floor": ("the floor of Adam's denominator", "1"),
-    "model.gradient_floor_region": ("the box of the step's part that moves whole", "16"),
+    "model.gradient_floor_region": ("the box of the step's part that moves whole", "33"),
     "model.content_layer_weights": ("each layer's weight", "[1.0]"),
     "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),
     "model.optimizer.init_args.lr": ("the learning rate", "0.06"),

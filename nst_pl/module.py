@@ -73,7 +73,7 @@ class StyleTransfer(pl.LightningModule):
         coarse_lr_factor: float = 0.3333,
         flat_lr_factor: float = 1.0,
         gradient_floor: float = 1.0,
-        gradient_floor_region: float = 16.0,
+        gradient_floor_region: float = 33.0,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
