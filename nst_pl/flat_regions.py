@@ -57,8 +57,13 @@ def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float)
     if region <= 0:
         return out
     for i, (h, w) in enumerate(sizes):
-        out[i, :, :h, :w] = box_average(step[i, :, :h, :w], max(1, round(region * max(h, w) / 256)) | 1)
+        out[i, :, :h, :w] = box_average(step[i, :, :h, :w], box_size(region, h, w))
     return out
+
+
+def box_size(region: float, h: int, w: int) -> int:
+    """The side of `regional_part`'s box for a pair of h × w px: `region` px per 256 px of its long side, odd."""
+    return max(1, round(region * max(h, w) / 256)) | 1
 
 
 def box_average(x: Tensor, k: int) -> Tensor:

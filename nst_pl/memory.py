@@ -40,7 +40,7 @@ NOTE_FROM = GIB
 SUGGESTED_TILES = (2048, 1536, 1024, 768, 512, 384, 256)
 
 
-def step_bytes(objective, images: PairImages, tile_size: int | None, step_copies: int = 0) -> int:
+def step_bytes(objective, images: PairImages, tile_size: int | None, step_copies: float = 0.0) -> int:
     """Estimated peak bytes of a full-size step of `objective` on `images` with tiles of `tile_size` (None: whole),
     whose step maps hold `step_copies` image-sized temporaries after the backward (its activations freed by then)."""
     extractor = objective.extractor
@@ -52,7 +52,7 @@ def step_bytes(objective, images: PairImages, tile_size: int | None, step_copies
     tiles = tiles_of(extractor, objective.layers, (h, w), tile_size)
     regions = [(h, w)] if tiles is None else {(t.rows.stop - t.rows.start, t.cols.stop - t.cols.start) for t in tiles}
     backward = max(_forward_backward_bytes(extractor, objective.layers, region, n) for region in regions)
-    return fixed + max(backward, step_copies * images.content.numel() * 4)
+    return fixed + max(backward, int(step_copies * images.content.numel() * 4))
 
 
 def _forward_backward_bytes(extractor, layers: list[str], size: tuple[int, int], n: int) -> int:
@@ -90,7 +90,7 @@ def available_bytes(device: torch.device) -> tuple[int | None, str]:
     return free, "available RAM"
 
 
-def check_memory(objective, images: PairImages, device: torch.device, step_copies: int = 0) -> str | None:
+def check_memory(objective, images: PairImages, device: torch.device, step_copies: float = 0.0) -> str | None:
     """The line that says what a step costs, when worth saying (tiles on, or a step of `NOTE_FROM` or more); a
     ConfigError (suggesting a tile size) when it cannot fit."""
     h, w = images.content.shape[-2:]

@@ -178,17 +178,17 @@ class StyleTransfer(pl.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def preflight(self, datamodule: PairDataModule, trainer: pl.Trainer) -> None:
-        """Everything about the run that can fail before its first step, checked once, before the run's folder
-        exists (`nst-pl fit` calls it in `before_fit`; `setup` does when nothing did): the images decoded and large
-        enough for the layers, the schedule fitted into `trainer.max_steps`, the start image, and the memory a step
-        needs (memory.py: a step that cannot fit fails now, with a tile size that fits)."""
+        """All that can fail before the first step, checked once before the run's folder exists (`nst-pl fit` calls it
+        in `before_fit`, `setup` when nothing did): images decoded and large enough for the layers, the schedule fitted
+        into `trainer.max_steps`, the start image, a step's memory (memory.py: too much fails now, with a tile size)."""
         if not isinstance(datamodule, PairDataModule):
             raise ConfigError("StyleTransfer needs a PairDataModule (the `data:` section of the config)")
         datamodule.setup("fit")
         images = datamodule.images
         self.schedule.fit(images.content.shape[-2:], trainer.max_steps)
         check_init(self.init)
-        self.objective.bind(images, self.schedule.long_side(0), trainer.strategy.root_device, self.schedule.step_copies)
+        first, copies = self.schedule.long_side(0), self.schedule.step_copies(images)
+        self.objective.bind(images, smallest_view=first, device=trainer.strategy.root_device, step_copies=copies)
         if self.objective.step_memory and trainer.is_global_zero:
             sys.stderr.write(f"nst-pl: memory: {self.objective.step_memory}\n")
         self.pair_images = images

@@ -91,7 +91,7 @@ class Objective:
 
     # ------------------------------------------------------------------------------------------------ pairs
     def bind(
-        self, images: PairImages, smallest_view: int | None = None, device: torch.device | None = None, step_copies=0
+        self, images: PairImages, smallest_view: int | None = None, device: torch.device | None = None, step_copies=0.0
     ) -> None:
         """Take the pairs to optimise, and check that they can be: every view down to `smallest_view` (the first
         coarse scale's long side; default the full size) must be large enough for the deepest layer, and with a

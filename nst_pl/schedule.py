@@ -26,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from nst_pl.errors import ConfigError
-from nst_pl.flat_regions import gradient_step_map, regional_part, step_map
+from nst_pl.flat_regions import box_size, gradient_step_map, regional_part, step_map
 
 if TYPE_CHECKING:
     from nst_pl.data import PairImages
@@ -169,12 +169,18 @@ class Schedule:
                     step_taken.mul_(self.flat_step_map(image, images))
                 image.copy_(kept[0].add_(step_taken))
 
-    @property
-    def step_copies(self) -> int:
-        """Image-sized temporaries alive at once in the optimiser's step, after the backward (memory.py): Adam's own
-        two; with a step map, the image before the step too; with the floor, that, the step, and its regional part
-        with two running sums (measured by tests/test_tiling.py)."""
-        return 6 if self.gradient_floor > 0 else 3 if self.flat_lr_factor < 1 else 2
+    def step_copies(self, images: PairImages) -> float:
+        """Image-sized temporaries alive at once in the optimiser's step, after the backward (memory.py; measured by
+        tests/test_tiling.py): Adam's own two, with a step map the image before the step too; with the floor, that,
+        the step, its regional part and its factor, or while the regional part is made, the two running sums of a
+        pair's box average (its canvas grown by the box: up to 2.25 copies each at a box of half the long side)."""
+        if self.gradient_floor <= 0:
+            return 3.0 if self.flat_lr_factor < 1 else 2.0
+        grown = 0  # the largest pair's padded sums, in px
+        for h, w in images.sizes if self.gradient_floor_region > 0 else []:
+            box = box_size(self.gradient_floor_region, h, w)
+            grown = max(grown, (h + box) * (w + box))
+        return max(4.0, 3.0 + 2.0 * grown / (images.content[0, 0].numel() * len(images.sizes)))
 
     @property
     def shapes_steps(self) -> bool:

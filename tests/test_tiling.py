@@ -265,7 +265,7 @@ def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
 
 # Run in a fresh process, every tensor in its own mapping (MALLOC_MMAP_THRESHOLD_), so that its resident memory follows
 # the tensors alive; the kernel's peak (VmHWM) is reset before each step (clear_refs 5). Prints, per config, the step's
-# peak above the state (image, gradient, Adam's moments, photo), in image copies.
+# peak above the state (image, gradient, Adam's moments, photo), in image copies; "skip" where /proc cannot say.
 _STEP_MAPS_PEAK = """
 import json, sys, types, torch
 from pathlib import Path
@@ -280,8 +280,12 @@ optimizer.step(closure)  # Adam's state exists
 images = types.SimpleNamespace(sizes=[(side, side)], content=torch.rand(1, 3, side, side))
 def kib(key):
     return int(next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)).split()[1])
-for floor, flat in configs:
-    schedule = Schedule(gradient_floor=floor, gradient_floor_region=33, flat_lr_factor=flat)
+try:
+    Path("/proc/self/clear_refs").write_text("5")
+except OSError:
+    sys.exit(print("skip"))
+for floor, flat, region in configs:
+    schedule = Schedule(gradient_floor=floor, gradient_floor_region=region, flat_lr_factor=flat)
     schedule.fit((side, side), 10)
     schedule.flat_step_map(image, images) if flat < 1 else None  # made once per run, before its steps
     Path("/proc/self/clear_refs").write_text("5")
@@ -289,6 +293,7 @@ for floor, flat in configs:
     with schedule.step_size(5, optimizer, image, images) as wrap:
         optimizer.step(wrap(closure))
     print((kib("VmHWM:") - before) * 1024 / image.numel() / 4)
+    del wrap  # its copy of the image before the step goes now, not inside the next window
 """
 
 
@@ -297,21 +302,31 @@ def test_the_step_maps_hold_at_most_the_image_copies_the_estimate_counts():
     import os
     import subprocess
     import sys
+    from types import SimpleNamespace
 
-    configs = [(0.0, 1.0), (1.0, 1.0), (0.0, 0.3), (1.0, 0.3)]  # plain Adam, the floor (default), flat, both
+    # plain Adam; the floor (the default); a large box; the flat map; both maps
+    configs = [(0.0, 1.0, 33), (1.0, 1.0, 33), (1.0, 1.0, 128), (0.0, 0.3, 33), (1.0, 0.3, 33)]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
     args = [sys.executable, "-c", _STEP_MAPS_PEAK, json.dumps(configs)]
     out = subprocess.run(args, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
+    if out.stdout.split() == ["skip"]:
+        pytest.skip("/proc/self/clear_refs cannot reset the peak resident memory here")
     peaks = [float(line) for line in out.stdout.split()]
-    for (floor, flat), peak in zip(configs, peaks):
-        assert peak <= Schedule(gradient_floor=floor, gradient_floor_region=33, flat_lr_factor=flat).step_copies
-    assert peaks[1] >= peaks[0] + 2  # the floor's copies are there to be counted: the test can see them
+    assert len(peaks) == len(configs)
+    if peaks[0] < 1.5:
+        pytest.skip("the allocator keeps freed memory (MALLOC_MMAP_THRESHOLD_ ignored): peaks cannot be seen")
+    images = SimpleNamespace(sizes=[(1024, 1024)], content=torch.zeros(1).expand(1, 3, 1024, 1024))
+    for (floor, flat, region), peak in zip(configs, peaks):
+        counted = Schedule(gradient_floor=floor, gradient_floor_region=region, flat_lr_factor=flat).step_copies(images)
+        assert counted - 1.0 < peak <= counted + 0.25, (floor, flat, region)  # 0.25: pages of code, small tensors
+    assert peaks[2] > peaks[1] + 1  # a larger box, larger running sums: the count follows it
 
 
 def test_the_estimate_counts_the_step_maps_where_tiles_are_small():
     objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
-    images, copies = _canvas(3072, 4096), Schedule(gradient_floor=1.0, gradient_floor_region=33).step_copies
+    images = _canvas(3072, 4096)
+    copies = Schedule(gradient_floor=1.0, gradient_floor_region=33).step_copies(images)
     plain, floor = (memory.step_bytes(objective, images, 256, c) for c in (0, copies))
     assert 0 < floor - plain < copies * images.content.numel() * 4  # small tiles: the step maps are the peak
     whole = [memory.step_bytes(objective, _canvas(768, 1024), None, c) for c in (0, copies)]
