@@ -180,7 +180,7 @@ class Schedule:
         for h, w in images.sizes if self.gradient_floor_region > 0 else []:
             box = box_size(self.gradient_floor_region, h, w)
             grown = max(grown, (h + box) * (w + box))
-        return max(4.0, 3.0 + 2.0 * grown / (images.content[0, 0].numel() * len(images.sizes)))
+        return max(4.0, 3.0 + 2.0 * grown / images.content[:, 0].numel())  # ÷ the image's pixels, all pairs
 
     @property
     def shapes_steps(self) -> bool:
