@@ -7,8 +7,8 @@ The estimate (float32) adds up:
   moments, the photo, the view and its gradient) and the content targets;
 - what autograd keeps for the backward (from a run on meta tensors), for the whole view or, with tiles, for the
   largest tile;
-- the transient: the largest activation's output and gradients (`BACKWARD_TRANSIENT` of them), or the image-sized
-  temporaries of the step maps after the backward (`Schedule.step_copies`: the gradient floor's), whichever is more;
+- the transient: the largest activation's output and gradients (`BACKWARD_TRANSIENT` of them), or the optimiser
+  step's image-sized temporaries after the backward (`Schedule.step_copies`: Adam's, the step maps'), whichever is more;
 - a measured constant for the rest (`OVERHEAD`).
 Measured against it by bench/memory.py (README, "Print size").
 """
@@ -42,7 +42,7 @@ SUGGESTED_TILES = (2048, 1536, 1024, 768, 512, 384, 256)
 
 def step_bytes(objective, images: PairImages, tile_size: int | None, step_copies: float = 0.0) -> int:
     """Estimated peak bytes of a full-size step of `objective` on `images` with tiles of `tile_size` (None: whole),
-    whose step maps hold `step_copies` image-sized temporaries after the backward (its activations freed by then)."""
+    whose optimiser step holds `step_copies` image-sized temporaries after the backward (its activations freed)."""
     extractor = objective.extractor
     n, _, h, w = images.content.shape
     fixed = OVERHEAD + sum(p.numel() for p in extractor.parameters()) * 4 + IMAGE_COPIES * images.content.numel() * 4

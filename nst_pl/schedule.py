@@ -10,8 +10,8 @@
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
 coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
 photo is flat, too, and with `gradient_floor` above 0 where the loss barely pulls, on the step less its regional
-part (`gradient_floor_region`; flat_regions.py). The module, its
-progress bar and its optimiser step all ask this one object.
+part (`gradient_floor_region`; flat_regions.py). The module, its progress bar and its optimiser step all ask this one
+object.
 """
 
 from __future__ import annotations
