@@ -7,7 +7,7 @@ where the photo has detail, down to `flat_lr_factor` where it is flat (README, "
 `gradient_step_map` scales it by the pixel's own gradient: Adam's denominator held at or above `gradient_floor` × the
 pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (the ninth round). The floor holds back
 the step's detail only: `regional_part`, the step averaged over a box, moves whole, so a dark photo still takes a
-pale painting's light and colours (the tenth round).
+pale painting's colours and (`gradient_floor_light` of) its light (the tenth and twelfth rounds).
 """
 
 from __future__ import annotations
@@ -50,14 +50,18 @@ def step_map(content: Tensor, sizes: Sequence[tuple[int, int]], factor: float) -
     return out
 
 
-def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float) -> Tensor:
+def regional_part(step: Tensor, sizes: Sequence[tuple[int, int]], region: float, light: float = 1.0) -> Tensor:
     """`step` [N, C, H, W] averaged over a square box of `region` px per 256 px of each pair's long side (odd, at
-    least 1; edges repeated), over each pair's real h × w; 0 outside it, and everywhere with `region` 0."""
+    least 1; edges repeated), over each pair's real h × w; 0 outside it, and everywhere with `region` 0. Of its
+    change of brightness (the mean over the channels) only `light` × is kept: the rest is left to the floor."""
     out = torch.zeros_like(step)
     if region <= 0:
         return out
     for i, (h, w) in enumerate(sizes):
-        out[i, :, :h, :w] = box_average(step[i, :, :h, :w], box_size(region, h, w))
+        part = out[i, :, :h, :w]
+        part.copy_(box_average(step[i, :, :h, :w], box_size(region, h, w)))
+        if light < 1:
+            part.sub_(part.mean(0, keepdim=True).mul_(1 - light))
     return out
 
 

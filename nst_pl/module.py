@@ -74,6 +74,7 @@ class StyleTransfer(pl.LightningModule):
         flat_lr_factor: float = 1.0,
         gradient_floor: float = 1.0,
         gradient_floor_region: float = 33.0,
+        gradient_floor_light: float = 1.0,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
@@ -108,9 +109,8 @@ class StyleTransfer(pl.LightningModule):
             style_loss: `gram` (Gatys et al.), `mean_std` (per-channel mean and std, as in AdaIN) or
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
-                the extractor's feature scale: `true` each layer by its own (every layer gets the same say), `shared`
-                every style layer by one number (the paper's proportions between layers: for Gram losses the low
-                layers, colour and fine texture, dominate; the default). False gives the plain losses of the paper.
+                the extractor's feature scale: `true` each layer by its own (every layer the same say), `shared` every
+                style layer by one number (the paper's proportions between layers; the default); false: the paper's.
             init: Starting image: `content` (the photo), `palette` (the photo in the painting's colours, with its
                 own luminance), `noise` (uniform), `style` (noise with the style's colour mean and std), or a path
                 to an image file.
@@ -124,6 +124,7 @@ class StyleTransfer(pl.LightningModule):
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
+            gradient_floor_light: The share of that average's change of brightness that moves whole (1: all).
             tile_size: Print size: each step computed tile by tile (tile cores of about this many px a side of the
                 view), the same loss and gradient on bounded memory; null: the whole view at once. Applies to views
                 larger than a tile; under DDP the ranks share the tiles.
@@ -163,9 +164,8 @@ class StyleTransfer(pl.LightningModule):
             relative_losses=relative_losses,
             tile_size=tile_size,
         )
-        self.schedule = Schedule(
-            scales, scale_steps, coarse_lr_factor, flat_lr_factor, gradient_floor, gradient_floor_region
-        )
+        floor = (gradient_floor, gradient_floor_region, gradient_floor_light)
+        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor, *floor)
         self.init, self.style_strength, self.palette_transfer = init, style_strength, palette_transfer
         self.ema_decay, self.preserve_color, self.optimizer_factory = ema_decay, preserve_color, optimizer
 

@@ -37,7 +37,8 @@ class Schedule:
     the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases, and each pixel's step by
     `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat and by
     `flat_regions.gradient_step_map` (with `gradient_floor` above 0) where its gradient is weak, that one on the step
-    less `flat_regions.regional_part` (boxes of `gradient_floor_region` px per 256 px; 0: none)."""
+    less `flat_regions.regional_part` (boxes of `gradient_floor_region` px per 256 px, 0: none; `gradient_floor_light`
+    × its change of brightness)."""
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class Schedule:
         flat_lr_factor: float = 1.0,
         gradient_floor: float = 0.0,
         gradient_floor_region: float = 0.0,
+        gradient_floor_light: float = 1.0,
     ) -> None:
         if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
             raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
@@ -74,10 +76,16 @@ class Schedule:
                 f"model.gradient_floor_region must be at least 0 and at most 256 (px per 256 px of the picture; 0: the "
                 f"floor holds back the whole step), got {gradient_floor_region}"
             )
+        if not (0.0 <= gradient_floor_light <= 1.0):  # also refuses nan
+            raise ConfigError(
+                f"model.gradient_floor_light must be between 0 (the floor holds back the regional part's change of "
+                f"brightness too) and 1 (it moves whole, with the regional colour), got {gradient_floor_light}"
+            )
         self.scales = scales
         self.coarse_lr_factor = lr_factor
         self.flat_lr_factor = flat_lr_factor
         self.gradient_floor, self.gradient_floor_region = gradient_floor, gradient_floor_region
+        self.gradient_floor_light = gradient_floor_light
         self._step_map: tuple | None = None  # (whose, flat_regions.step_map), made at the first step
         self.planned = steps  # as configured
         self.steps = steps  # as fitted into the run (`fit`)
@@ -160,7 +168,9 @@ class Schedule:
                     second_moment = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
                 if second_moment is not None:
                     # the regional part first: its running sums are the step's largest temporaries
-                    regional = regional_part(step_taken, images.sizes, self.gradient_floor_region)
+                    regional = regional_part(
+                        step_taken, images.sizes, self.gradient_floor_region, self.gradient_floor_light
+                    )
                     factor = gradient_step_map(second_moment, images.sizes, self.gradient_floor)
                     # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
                     step_taken.sub_(regional).mul_(factor).add_(regional)  # in place: print-size images are large

@@ -179,6 +179,7 @@ def test_the_defaults_are_the_vgg19_recipe(config):
         "coarse_lr_factor",
         "gradient_floor",
         "gradient_floor_region",
+        "gradient_floor_light",
         "palette_transfer",
     }
     assert recipe <= set(options)
@@ -196,7 +197,7 @@ def test_the_early_checks_suggest_the_recipe_defaults():
 
     model = StyleTransfer(VGG16(weights=None))
     keys = ("content_weight", "style_weight", "tv_weight", "laplacian_weight", "coarse_luminance_weight")
-    for key in (*keys, "palette_transfer", "gradient_floor", "gradient_floor_region"):
+    for key in (*keys, "palette_transfer", "gradient_floor", "gradient_floor_region", "gradient_floor_light"):
         assert float(NUMBERS[f"model.{key}"][1]) == model.hparams[key], key
     lr = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"]
     assert float(NUMBERS["model.optimizer.init_args.lr"][1]) == lr

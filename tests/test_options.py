@@ -372,7 +372,8 @@ def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tm
     """Adam's first step moves every pixel by the learning rate, whatever its gradient; with gradient_floor 1 a pixel
     whose gradient is below its picture's mean (|g| here: Adam's running root mean square at step 1) moves lr × |g| ÷
     that mean, the others still by lr. With gradient_floor_region the step's box average moves whole and the floor
-    holds back the rest."""
+    holds back the rest; with gradient_floor_light 0 the floor holds back the box average's change of brightness too
+    (its mean over R, G, B), and its colour still moves whole."""
     from nst_pl.flat_regions import regional_part
 
     moves, pulls = {}, {}
@@ -382,34 +383,41 @@ def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tm
             self.before = pl_module.image.detach().clone()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            key = (pl_module.schedule.gradient_floor, pl_module.schedule.gradient_floor_region)
+            schedule = pl_module.schedule
+            key = (schedule.gradient_floor, schedule.gradient_floor_region, schedule.gradient_floor_light)
             moves[key] = (pl_module.image.detach() - self.before)[0]
             pulls[key], self.start = pl_module.image.grad.detach()[0], self.before[0]
 
     spy, lr = Spy(), 0.01
-    for floor, region in ((0.0, 0.0), (1.0, 0.0), (1.0, 64.0)):
-        kw = {"gradient_floor": floor, "gradient_floor_region": region, "ema_decay": None, "init": "noise"}
-        kw["optimizer"] = functools.partial(torch.optim.Adam, lr=lr)
-        fit(tmp_path / f"{floor}_{region}", *pair_dirs, max_steps=1, callbacks=[spy], model_kw=kw)
+    for floor, region, light in ((0.0, 0.0, 1.0), (1.0, 0.0, 1.0), (1.0, 64.0, 1.0), (1.0, 64.0, 0.0)):
+        kw = {"gradient_floor": floor, "gradient_floor_region": region, "gradient_floor_light": light}
+        kw.update(ema_decay=None, init="noise", optimizer=functools.partial(torch.optim.Adam, lr=lr))
+        fit(tmp_path / f"{floor}_{region}_{light}", *pair_dirs, max_steps=1, callbacks=[spy], model_kw=kw)
     inside = (spy.start > 2 * lr) & (spy.start < 1 - 2 * lr)  # no clamping at 0 or 1
-    g = pulls[1.0, 0.0]
-    assert torch.equal(pulls[0.0, 0.0], g) and torch.equal(pulls[1.0, 64.0], g)  # the same start, the same gradient
+    g = pulls[1.0, 0.0, 1.0]
+    assert all(torch.equal(pull, g) for pull in pulls.values())  # the same start, the same gradient
     adam = -lr * g / (g.abs() + 1e-8)  # Adam's first step: lr, but where its epsilon outweighs a vanishing gradient
     factor = (g.abs() / g.abs().mean()).clamp(max=1.0)
     assert float(adam.abs()[inside].median()) == pytest.approx(lr, rel=1e-3)
-    assert torch.allclose(moves[0.0, 0.0][inside], adam[inside], rtol=1e-3, atol=1e-7)
-    assert torch.allclose(moves[1.0, 0.0][inside], (adam * factor)[inside], rtol=1e-3, atol=1e-7)
+    assert torch.allclose(moves[0.0, 0.0, 1.0][inside], adam[inside], rtol=1e-3, atol=1e-7)
+    assert torch.allclose(moves[1.0, 0.0, 1.0][inside], (adam * factor)[inside], rtol=1e-3, atol=1e-7)
     assert 0.3 < float((factor[inside] < 1).float().mean()) < 0.9  # both kinds of pixel were there
     regional = regional_part(adam[None], [tuple(adam.shape[-2:])], 64.0)[0]  # 64 px per 256: 13 px boxes at 48 px
     floored = regional + factor * (adam - regional)
-    assert torch.allclose(moves[1.0, 64.0][inside], floored[inside], rtol=1e-3, atol=1e-6)
+    assert torch.allclose(moves[1.0, 64.0, 1.0][inside], floored[inside], rtol=1e-3, atol=1e-6)
     assert float((floored - adam * factor)[inside].abs().mean()) > 0.02 * lr  # the region made a difference
+    colour = regional - regional.mean(0, keepdim=True)  # light 0: the regional part's brightness is held back too
+    assert torch.allclose(moves[1.0, 64.0, 0.0][inside], (colour + factor * (adam - colour))[inside], atol=1e-6)
+    assert float((moves[1.0, 64.0, 0.0] - floored)[inside].abs().mean()) > 0.02 * lr  # and that made a difference
     for bad in (-0.1, 10.5, float("nan")):
         with pytest.raises(ValueError, match="model.gradient_floor must be at least 0 and at most 10"):
             StyleTransfer(VGG16(weights=None), gradient_floor=bad)
     for bad in (-1.0, 300.0, float("nan")):
         with pytest.raises(ValueError, match="model.gradient_floor_region must be at least 0 and at most 256"):
             StyleTransfer(VGG16(weights=None), gradient_floor_region=bad)
+    for bad in (-0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="model.gradient_floor_light must be between 0 .* and 1"):
+            StyleTransfer(VGG16(weights=None), gradient_floor_light=bad)
     sgd = functools.partial(torch.optim.SGD, lr=0.1)  # the floor is on by default: SGD runs without it, with a warning
     with pytest.warns(UserWarning, match="acts on Adam-type optimisers .* SGD runs without it"):
         model, *_ = fit(tmp_path / "sgd", *pair_dirs, max_steps=1, model_kw={"gradient_floor": 1.0, "optimizer": sgd})
@@ -418,7 +426,8 @@ def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tm
 
 def test_the_regional_part_is_the_box_average_of_each_pair_and_0_in_the_padding():
     """`regional_part` equals a plain average pool over k × k boxes (edges repeated) on each pair's real h × w, with
-    k from the pair's own long side; 0 in the padding; region 0 gives 0."""
+    k from the pair's own long side; 0 in the padding; region 0 gives 0; `light` scales its mean over the channels
+    only."""
     from nst_pl.flat_regions import regional_part
 
     torch.manual_seed(0)
@@ -432,6 +441,10 @@ def test_the_regional_part_is_the_box_average_of_each_pair_and_0_in_the_padding(
         assert torch.allclose(out[i, :, :h, :w], F.avg_pool2d(x, k, 1)[0], atol=1e-6)
     assert float(out[1, :, 32:].abs().max()) == 0.0 and float(out[1, :, :, 20:].abs().max()) == 0.0
     assert float(regional_part(step, [(40, 64), (32, 20)], 0.0).abs().max()) == 0.0
+    half = regional_part(step, [(40, 64), (32, 20)], 33.0, light=0.5)  # half its brightness, all its colour
+    assert torch.allclose(half.mean(1), 0.5 * out.mean(1), atol=1e-6)
+    assert torch.allclose(half - half.mean(1, keepdim=True), out - out.mean(1, keepdim=True), atol=1e-6)
+    assert float(half[1, :, 32:].abs().max()) == 0.0 and float(half[1, :, :, 20:].abs().max()) == 0.0
 
 
 def test_the_gradient_step_map_is_per_pair_scale_free_and_1_in_the_padding():

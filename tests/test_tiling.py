@@ -284,8 +284,9 @@ try:
     Path("/proc/self/clear_refs").write_text("5")
 except OSError:
     sys.exit(print("skip"))
-for floor, flat, region in configs:
-    schedule = Schedule(gradient_floor=floor, gradient_floor_region=region, flat_lr_factor=flat)
+for floor, flat, region, light in configs:
+    schedule = Schedule(gradient_floor=floor, gradient_floor_region=region, gradient_floor_light=light,
+                        flat_lr_factor=flat)
     schedule.fit((side, side), 10)
     schedule.flat_step_map(image, images) if flat < 1 else None  # made once per run, before its steps
     Path("/proc/self/clear_refs").write_text("5")
@@ -304,8 +305,9 @@ def test_the_step_maps_hold_at_most_the_image_copies_the_estimate_counts():
     import sys
     from types import SimpleNamespace
 
-    # plain Adam; the floor (the default); a large box; the flat map; both maps
-    configs = [(0.0, 1.0, 33), (1.0, 1.0, 33), (1.0, 1.0, 128), (0.0, 0.3, 33), (1.0, 0.3, 33)]
+    # plain Adam; the floor (the default); a large box; the flat map; both maps; the regional brightening held back
+    configs = [(0.0, 1.0, 33, 1.0), (1.0, 1.0, 33, 1.0), (1.0, 1.0, 128, 1.0), (0.0, 0.3, 33, 1.0)]
+    configs += [(1.0, 0.3, 33, 1.0), (1.0, 1.0, 33, 0.5), (1.0, 1.0, 128, 0.0)]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
     args = [sys.executable, "-c", _STEP_MAPS_PEAK, json.dumps(configs)]
     out = subprocess.run(args, capture_output=True, text=True, env=env)
@@ -317,9 +319,10 @@ def test_the_step_maps_hold_at_most_the_image_copies_the_estimate_counts():
     if peaks[0] < 1.5:
         pytest.skip("the allocator keeps freed memory (MALLOC_MMAP_THRESHOLD_ ignored): peaks cannot be seen")
     images = SimpleNamespace(sizes=[(1024, 1024)], content=torch.zeros(1).expand(1, 3, 1024, 1024))
-    for (floor, flat, region), peak in zip(configs, peaks):
-        counted = Schedule(gradient_floor=floor, gradient_floor_region=region, flat_lr_factor=flat).step_copies(images)
-        assert counted - 1.0 < peak <= counted + 0.25, (floor, flat, region)  # 0.25: pages of code, small tensors
+    for (floor, flat, region, light), peak in zip(configs, peaks):
+        kw = {"gradient_floor": floor, "gradient_floor_region": region, "gradient_floor_light": light}
+        counted = Schedule(flat_lr_factor=flat, **kw).step_copies(images)
+        assert counted - 1.0 < peak <= counted + 0.25, (floor, flat, region, light)  # 0.25: code pages, small tensors
     assert peaks[2] > peaks[1] + 1  # a larger box, larger running sums: the count follows it
 
 
