@@ -44,7 +44,7 @@ NUMBERS = {
     "model.flat_lr_factor": ("the step factor of the photo's flat regions", "1"),
     "model.gradient_floor": ("the floor of Adam's denominator", "1"),
     "model.gradient_floor_region": ("the box of the step's part that moves whole", "33"),
-    "model.gradient_floor_light": ("the share of the regional brightening that moves whole", "1"),
+    "model.gradient_floor_light": ("the share of the regional brightening that moves whole", "0.5"),
     "model.content_layer_weights": ("each layer's weight", "[1.0]"),
     "model.style_layer_weights": ("each layer's weight", "[1.0, 1.0, 1.0, 1.0, 1.0]"),
     "model.optimizer.init_args.lr": ("the learning rate", "0.06"),

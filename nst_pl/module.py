@@ -74,7 +74,7 @@ class StyleTransfer(pl.LightningModule):
         flat_lr_factor: float = 1.0,
         gradient_floor: float = 1.0,
         gradient_floor_region: float = 33.0,
-        gradient_floor_light: float = 1.0,
+        gradient_floor_light: float = 0.5,
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
@@ -124,7 +124,7 @@ class StyleTransfer(pl.LightningModule):
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
-            gradient_floor_light: The share of that average's change of brightness that moves whole (1: all).
+            gradient_floor_light: The share of that average's change of brightness that moves whole (0.5; 1: all).
             tile_size: Print size: each step computed tile by tile (tile cores of about this many px a side of the
                 view), the same loss and gradient on bounded memory; null: the whole view at once. Applies to views
                 larger than a tile; under DDP the ranks share the tiles.
