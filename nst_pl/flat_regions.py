@@ -6,8 +6,9 @@ flat region's structure) is lost there first. `step_map` scales each pixel's ste
 where the photo has detail, down to `flat_lr_factor` where it is flat (README, "Recipes", the eighth round).
 `gradient_step_map` scales it by the pixel's own gradient: Adam's denominator held at or above `gradient_floor` × the
 pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (the ninth round). The floor holds back
-the step's detail only: `regional_part`, the step averaged over a box, moves whole, so a dark photo still takes a
-pale painting's colours and (`gradient_floor_light` of) its light (the tenth and twelfth rounds).
+the step's detail: `regional_part`, the step averaged over a box, moves whole, so a dark photo still takes a pale
+painting's colours (the tenth round); of its change of brightness only `gradient_floor_light` moves whole, the rest is
+held back with the detail, so weakly pulled dark pixels keep more of the photo's light (the twelfth round).
 """
 
 from __future__ import annotations

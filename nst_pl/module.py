@@ -4,7 +4,8 @@ One optimisation step:
     image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
         extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
         schedule's learning-rate factor; with `flat_lr_factor` a smaller one where the photo is flat, with
-        `gradient_floor` where the loss pulls weakly, on the step's detail) --> clamp to [0, 1] --> EMA
+        `gradient_floor` where the loss pulls weakly, on the step's detail and part of its regional light) --> clamp
+        to [0, 1] --> EMA
 
 This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
 the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
