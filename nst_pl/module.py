@@ -111,7 +111,7 @@ class StyleTransfer(pl.LightningModule):
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
                 the extractor's feature scale: `true` each layer by its own (every layer the same say), `shared` every
-                style layer by one number (the paper's proportions between layers; the default); false: the paper's.
+                style layer by one number (the paper's proportions between layers; the default); false: plain losses.
             init: Starting image: `content` (the photo), `palette` (the photo in the painting's colours, with its
                 own luminance), `noise` (uniform), `style` (noise with the style's colour mean and std), or a path
                 to an image file.
