@@ -40,7 +40,7 @@ NUMBERS = {
     "model.tv_weight": ("the total-variation weight", "0"),
     "model.laplacian_weight": ("the Laplacian term's weight", "4.5"),
     "model.coarse_luminance_weight": ("the luminance term's weight", "30"),
-    "model.palette_transfer": ("the palette transfer", "0.5"),
+    "model.palette_transfer": ("the palette transfer", "0.7"),
     "model.flat_lr_factor": ("the step factor of the photo's flat regions", "1"),
     "model.gradient_floor": ("the floor of Adam's denominator", "1"),
     "model.gradient_floor_region": ("the box of the step's part that moves whole", "33"),

@@ -29,6 +29,7 @@ from nst_pl.errors import ConfigError, DivergedError
 from nst_pl.extractors import FeatureExtractor
 from nst_pl.objective import Objective
 from nst_pl.pictures import (
+    OUTPUT_OPTIONS,
     averaged_image,
     check_init,
     check_output_options,
@@ -79,7 +80,8 @@ class StyleTransfer(pl.LightningModule):
         tile_size: int | None = None,
         ema_decay: float | None = 0.5,
         preserve_color: Literal["none", "luminance", "histogram"] = "none",
-        palette_transfer: float = 0.5,
+        palette_transfer: float = 0.7,
+        palette_match: Literal["covariance", "distribution"] = "distribution",
         style_strength: float = 1.0,
         optimizer: OptimizerCallable = default_optimizer,
     ) -> None:
@@ -89,21 +91,17 @@ class StyleTransfer(pl.LightningModule):
         coarse-to-fine schedule depends on the image size and stays in the config.
 
         Args:
-            extractor: Frozen feature network (`class_path: nst_pl.extractors.VGG19` …) with its weights and
-                normalisation.
+            extractor: The frozen feature network (`nst_pl.extractors.VGG19` …), its weights and normalisation.
             content_layers: Layers whose activations must match the content photo's.
             style_layers: Layers whose statistics must match the style image's.
-            content_layer_weights: One weight per content layer (default: equal). The content loss is the weighted
-                mean over its layers.
-            style_layer_weights: One weight per style layer (default: equal). The style loss is the weighted mean
-                over its layers.
+            content_layer_weights: One weight per content layer (default: equal): the loss's mean over them.
+            style_layer_weights: One weight per style layer (default: equal): the loss's mean over them.
             content_weight: Weight of the content loss in the total.
             style_weight: Weight of the style loss in the total.
             tv_weight: Weight of the total-variation (smoothness) term; 0 turns it off.
-            laplacian_weight: Weight of the Laplacian term (Li et al. 2017): the mean squared difference between the
-                Laplacians of the view and of the photo (both average-pooled 2 px per 256 px of the view), relative
-                to the photo's own; it keeps the edges and fine shading that the content layer lets the style
-                overwrite. 0 turns it off.
+            laplacian_weight: Weight of the Laplacian term (Li et al. 2017): the photo's edges and fine shading, which
+                the content layer lets the style overwrite (the mean squared difference of the view's and the photo's
+                Laplacians, average-pooled 2 px per 256 px, relative to the photo's own). 0 turns it off.
             coarse_luminance_weight: Weight of the luminance term of the coarse phases: the photo's pattern of light
                 and dark (`losses.luminance_layout`) held while the coarse views take the painting's colours and
                 shapes. 0 turns it off.
@@ -133,9 +131,11 @@ class StyleTransfer(pl.LightningModule):
                 iterates, which is smoother than the raw iterate; null outputs the raw iterate.
             preserve_color: Keep the photo's colours in the output: `luminance` (output's luminance with the photo's
                 chrominance) or `histogram` (match the output's colour mean and covariance to the photo's).
-            palette_transfer: How far the output's chrominance moves towards the painting's colour mean and covariance,
-                its luminance kept (0: as optimised, 1: all the way; default 0.5, README "Recipes"); `preserve_color`
-                other than none turns it off. Applied to the output first, so it can change on resume.
+            palette_transfer: How far the output's chrominance moves towards the painting's colours, its luminance kept
+                (0: as optimised, 1: all the way; default 0.7, README "Recipes"); `preserve_color` other than none
+                turns it off. Applied to the output first, so it can change on resume, as can palette_match.
+            palette_match: The painting's colours it moves to: `distribution` (default; which colours, how often:
+                sliced optimal transport of the chrominance) or `covariance` (their mean and covariance only).
             style_strength: How far the output goes from the photo towards the optimised image: photo +
                 style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
                 Applied to the output like `preserve_color` (before it), so it can change on resume.
@@ -146,7 +146,7 @@ class StyleTransfer(pl.LightningModule):
         # Lists, as a config gives them: the saved hyper-parameters compare equal on resume (resume.py).
         content_layers, style_layers = list(content_layers), list(style_layers)
         self.save_hyperparameters(ignore=["extractor", "optimizer"])
-        check_output_options(ema_decay, style_strength, preserve_color, palette_transfer)
+        check_output_options(ema_decay, style_strength, preserve_color, palette_transfer, palette_match)
         check_texture_synthesis(content_layers, laplacian_weight, coarse_luminance_weight)
         # The objective holds the extractor OUT of the module tree on purpose: it is not a parameter, must not be
         # saved in checkpoints (550 MB for VGG19), broadcast by DDP or put in train mode.
@@ -168,6 +168,7 @@ class StyleTransfer(pl.LightningModule):
         floor = (gradient_floor, gradient_floor_region, gradient_floor_light)
         self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor, *floor)
         self.init, self.style_strength, self.palette_transfer = init, style_strength, palette_transfer
+        self.palette_match = palette_match
         self.ema_decay, self.preserve_color, self.optimizer_factory = ema_decay, preserve_color, optimizer
 
         # The generated images: created in `setup` once the data are known (shape [N, 3, H, W]).
@@ -293,7 +294,7 @@ class StyleTransfer(pl.LightningModule):
         for i, (h, w) in enumerate(self.pair_images.sizes):  # crop first: colour statistics of the real image only
             out, content = x[i, :, :h, :w], self.pair_images.content[i, :, :h, :w].to(x.device)
             styles, blend = self.pair_images.styles[i], self.pair_images.blend[i]
-            options = {k: getattr(self, k) for k in ("palette_transfer", "style_strength", "preserve_color")}
+            options = {k: getattr(self, k) for k in OUTPUT_OPTIONS}
             outputs.append(output_picture(out, content, styles, blend, **options).cpu())
         return outputs
 

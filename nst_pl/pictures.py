@@ -1,11 +1,12 @@
 """The generated pictures outside the optimisation: where they start (`model.init`) and what a run outputs (the
-averaged iterate, `model.palette_transfer`, `model.style_strength`, `model.preserve_color`).
+averaged iterate, `model.palette_transfer` and `model.palette_match`, `model.style_strength`,
+`model.preserve_color`).
 
     check_init(init)                                  # before the run's folder exists: an image file must be one
     image = initial_images(init, pair_images)         # [N, 3, H, W] in [0, 1]
     ...
-    out = output_picture(averaged, photo, paintings, blend, palette_transfer=0.5, style_strength=1.0,
-                         preserve_color="none")          # one pair's result
+    out = output_picture(averaged, photo, paintings, blend, palette_transfer=0.7, palette_match="distribution",
+                         style_strength=1.0, preserve_color="none")          # one pair's result
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ from nst_pl.image_io import find_images, load_image
 # `model.init` values other than an image file.
 INITS = ("content", "palette", "noise", "style")
 PRESERVE_COLOR = ("none", "luminance", "histogram")
+PALETTE_MATCH = ("covariance", "distribution")
+# The module's options that `output_picture` applies (so they can change on resume).
+OUTPUT_OPTIONS = ("palette_transfer", "palette_match", "style_strength", "preserve_color")
 
 
 def check_output_options(
-    ema_decay: float | None, style_strength: float, preserve_color: str, palette_transfer: float
+    ema_decay: float | None, style_strength: float, preserve_color: str, palette_transfer: float, palette_match: str
 ) -> None:
     """The options of the output (see `StyleTransfer`), each refused with its valid range."""
     if preserve_color not in PRESERVE_COLOR:
         raise ConfigError(f"unknown model.preserve_color {preserve_color!r}; choose none, luminance or histogram")
+    if palette_match not in PALETTE_MATCH:
+        raise ConfigError(f"unknown model.palette_match {palette_match!r}; choose covariance or distribution")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:
         raise ConfigError(f"model.ema_decay must be between 0 and 1 (e.g. 0.95), got {ema_decay}")
     if not (0.0 <= style_strength <= 2.0):
@@ -40,8 +46,8 @@ def check_output_options(
         )
     if not (0.0 <= palette_transfer <= 1.0):
         raise ConfigError(
-            f"model.palette_transfer must be between 0 (the colours as optimised) and 1 (the painting's colour mean "
-            f"and covariance), got {palette_transfer}"
+            f"model.palette_transfer must be between 0 (the colours as optimised) and 1 (the painting's colours, "
+            f"model.palette_match), got {palette_transfer}"
         )
 
 
@@ -118,16 +124,19 @@ def output_picture(
     blend: Tensor,
     *,
     palette_transfer: float,
+    palette_match: str,
     style_strength: float,
     preserve_color: str,
 ) -> Tensor:
     """One pair's result from its (averaged, cropped) picture, its photo ([3, h, w] each), its paintings and their
-    blend weights: `palette_transfer` (the picture's chrominance that far towards the paintings' colour mean and
-    covariance, its luminance kept; not with `preserve_color`, which asks for the photo's colours), then
+    blend weights: `palette_transfer` (the picture's chrominance that far towards the paintings' colours: their
+    colour mean and covariance, or with `palette_match: distribution` their distribution of chrominance; its
+    luminance kept; not with `preserve_color`, which asks for the photo's colours), then
     `style_strength`, then `preserve_color` (`luminance`: the picture's luminance with the photo's chrominance;
     `histogram`: the picture's colour mean and covariance matched to the photo's)."""
     if palette_transfer > 0 and preserve_color == "none":
-        moved = painting_palette(picture, [p.to(picture.device) for p in paintings], blend)
+        paintings = [p.to(picture.device) for p in paintings]
+        moved = painting_palette(picture, paintings, blend, distribution=palette_match == "distribution")
         picture = picture + palette_transfer * (moved - picture)
     if style_strength != 1.0:
         picture = towards_photo(picture, photo, style_strength)

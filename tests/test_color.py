@@ -7,6 +7,7 @@ import torch
 
 from nst_pl.color import (
     match_color,
+    match_distribution,
     painting_palette,
     palette_distance,
     rgb_to_lab,
@@ -172,3 +173,65 @@ def test_painting_palette_keeps_the_photos_luminance_and_takes_the_paintings_col
     a, b = painting_palette(photo, [painting], torch.ones(1)), painting_palette(photo, [other], torch.ones(1))
     assert palette_distance(mid, painting) < palette_distance(b, painting)
     assert palette_distance(mid, other) < palette_distance(a, other)
+
+
+def sliced_w1(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean 1-D Wasserstein-1 distance of two equal-size 2-D point clouds over 32 directions."""
+    angles = torch.linspace(0, torch.pi, 33, dtype=torch.float64)[:-1]
+    dirs = torch.stack([angles.cos(), angles.sin()], 1)
+    return float(((dirs @ a.double()).sort(1).values - (dirs @ b.double()).sort(1).values).abs().mean())
+
+
+def test_match_distribution_gives_the_points_the_targets_distribution_with_its_weights():
+    g = torch.Generator().manual_seed(0)
+    points = 0.1 * torch.randn(2, 4000, generator=g, dtype=torch.float64)  # one round blob
+    blobs = torch.tensor(
+        [[-0.3, 0.3], [0.2, -0.1]], dtype=torch.float64
+    )  # two clusters: 3 : 1 by weight, 1 : 1 in size
+    target = torch.cat(
+        [
+            blobs[:, :1] + 0.03 * torch.randn(2, 3000, generator=g, dtype=torch.float64),
+            blobs[:, 1:] + 0.03 * torch.randn(2, 3000, generator=g, dtype=torch.float64),
+        ],
+        1,
+    )
+    weights = torch.cat([torch.full((3000,), 0.75 / 3000), torch.full((3000,), 0.25 / 3000)]).double()
+    moved = match_distribution(points, target, weights)
+    assert moved.shape == points.shape
+    nearest = (moved[:, None, :] - blobs[:, :, None]).norm(dim=0).argmin(0)  # [P]: the cluster each point joined
+    assert 0.7 < float((nearest == 0).double().mean()) < 0.8
+    reference = torch.cat([target[:, :3000], target[:, 3000:][:, :1000]], 1)  # the weighted target, 4000 points
+    assert sliced_w1(moved, reference) < 0.1 * sliced_w1(points, reference)
+    # Already the target's distribution: the points stay where they are (it is a transport, not a shuffle).
+    again = match_distribution(reference, target, weights)
+    assert float((again - reference).norm(dim=0).mean()) < 0.02
+
+
+def test_painting_palette_with_distribution_takes_the_paintings_colours_not_just_their_mean():
+    """A painting of two colours (red and blue patches): the mean-and-covariance step gives the photo a spread around
+    their purple mean, the distribution gives it the reds and blues themselves; both keep the photo's luminance."""
+    photo = 0.3 + 0.4 * coloured(3, 1, (32, 32))[0]
+    painting = torch.empty(3, 32, 32)
+    painting[:, :, :16] = torch.tensor([0.75, 0.3, 0.3])[:, None, None]
+    painting[:, :, 16:] = torch.tensor([0.3, 0.35, 0.75])[:, None, None]
+    painting += 0.02 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    linear = painting_palette(photo, [painting], torch.ones(1))
+    matched = painting_palette(photo, [painting], torch.ones(1), distribution=True)
+    for picture in (linear, matched):  # the luminance kept, but where a new colour leaves the RGB cube (clamped)
+        assert float((rgb_to_yiq(picture)[0] - rgb_to_yiq(photo)[0]).abs().mean()) < 0.002
+    assert palette_distance(matched, painting) < 0.7 * palette_distance(linear, painting)
+
+
+def test_match_distribution_is_continuous_where_many_points_share_a_colour():
+    """A flat region (one colour on 3/4 of the pixels) under a painting of two flat colours: rounding differences
+    between its pixels (1e-13, as between thread counts or a resumed average) move none of them from one of the
+    painting's colours to the other, so the same picture gives the same output file."""
+    g = torch.Generator().manual_seed(0)
+    flat = torch.full((2, 3000), 0.05, dtype=torch.float64)
+    points = torch.cat([flat, 0.1 * torch.randn(2, 1000, generator=g, dtype=torch.float64)], 1)
+    target = torch.cat([torch.full((2, 2000), -0.3), torch.full((2, 2000), 0.3)], 1).double()
+    weights = torch.full((4000,), 1 / 4000, dtype=torch.float64)
+    rounded = points.clone()
+    rounded[:, :3000] += 1e-13 * torch.randn(2, 3000, generator=g, dtype=torch.float64)
+    a, b = match_distribution(points, target, weights), match_distribution(rounded, target, weights)
+    assert (a - b).abs().max() < 1e-6, (a - b).abs().max()

@@ -181,6 +181,7 @@ def test_the_defaults_are_the_vgg19_recipe(config):
         "gradient_floor_region",
         "gradient_floor_light",
         "palette_transfer",
+        "palette_match",
     }
     assert recipe <= set(options)
     assert options == {k: model.hparams[k] for k in options}

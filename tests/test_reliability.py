@@ -37,7 +37,7 @@ from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.fit import NSTCLI
 from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer
 from nst_pl.objective import _layer_weights
-from nst_pl.pictures import averaged_image, output_picture
+from nst_pl.pictures import OUTPUT_OPTIONS, averaged_image, output_picture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ORIGINAL_WRITE_ALL = image_io._write_all
@@ -457,8 +457,7 @@ def ckpt_output(ckpt: dict, root: Path) -> torch.Tensor:
         state["image"], state.get("image_ema"), int(state.get("ema_steps", 0)), options.get("ema_decay")
     )[0].clamp(0, 1)
     photo, painting = (image_io.load_image(p, long_side=max(image.shape[-2:])) for p in _input_files(root))
-    keys = ("palette_transfer", "style_strength", "preserve_color")
-    return output_picture(image, photo, [painting], torch.ones(1), **{k: options[k] for k in keys})
+    return output_picture(image, photo, [painting], torch.ones(1), **{k: options[k] for k in OUTPUT_OPTIONS})
 
 
 @pytest.mark.parametrize("how", ["loss", "gradient"])

