@@ -290,11 +290,10 @@ class StyleTransfer(pl.LightningModule):
         """The current result of every pair, [3, h, w] each, cropped to its real size, post-processed, in [0, 1]."""
         x = averaged_image(self.image.detach(), self.image_ema, int(self.ema_steps), self.ema_decay)
         x = x.float().clamp(0, 1)
-        outputs = []
+        outputs, options = [], {k: getattr(self, k) for k in OUTPUT_OPTIONS}
         for i, (h, w) in enumerate(self.pair_images.sizes):  # crop first: colour statistics of the real image only
             out, content = x[i, :, :h, :w], self.pair_images.content[i, :, :h, :w].to(x.device)
             styles, blend = self.pair_images.styles[i], self.pair_images.blend[i]
-            options = {k: getattr(self, k) for k in OUTPUT_OPTIONS}
             outputs.append(output_picture(out, content, styles, blend, **options).cpu())
         return outputs
 

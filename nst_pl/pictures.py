@@ -30,14 +30,19 @@ PALETTE_MATCH = ("covariance", "distribution")
 OUTPUT_OPTIONS = ("palette_transfer", "palette_match", "style_strength", "preserve_color")
 
 
+def _choices(values: tuple[str, ...]) -> str:
+    """'a, b or c': the valid values as a refusal names them."""
+    return f"{', '.join(values[:-1])} or {values[-1]}"
+
+
 def check_output_options(
     ema_decay: float | None, style_strength: float, preserve_color: str, palette_transfer: float, palette_match: str
 ) -> None:
     """The options of the output (see `StyleTransfer`), each refused with its valid range."""
     if preserve_color not in PRESERVE_COLOR:
-        raise ConfigError(f"unknown model.preserve_color {preserve_color!r}; choose none, luminance or histogram")
+        raise ConfigError(f"unknown model.preserve_color {preserve_color!r}; choose {_choices(PRESERVE_COLOR)}")
     if palette_match not in PALETTE_MATCH:
-        raise ConfigError(f"unknown model.palette_match {palette_match!r}; choose covariance or distribution")
+        raise ConfigError(f"unknown model.palette_match {palette_match!r}; choose {_choices(PALETTE_MATCH)}")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:
         raise ConfigError(f"model.ema_decay must be between 0 and 1 (e.g. 0.95), got {ema_decay}")
     if not (0.0 <= style_strength <= 2.0):
