@@ -9,6 +9,9 @@ pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (t
 the step's detail: `regional_part`, the step averaged over a box, moves whole, so a dark photo still takes a pale
 painting's colours (the tenth round); of its change of brightness only `gradient_floor_light` moves whole, the rest is
 held back with the detail, so weakly pulled dark pixels keep more of the photo's light (the twelfth round).
+`flat_step_shift` moves step from the photo's flat regions to its detailed ones, the average step kept, as far as the
+painting has flat regions of its own: a Hokusai sky lets a night sky stay calm, a Van Gogh's swirls fill it (the
+fifteenth round).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ CONTRAST_SIDE = 256
 CONTRAST_WINDOW = 5  # px of that copy: the window of the luminance's standard deviation
 # A region whose luminance varies less than this (standard deviation; pixels in [0, 1]) counts as flat.
 FLAT_BELOW = 0.02
+# A painting with at least this share of flat pixels (by the same measure: a Hokusai sky) takes the whole
+# `flat_step_shift`; a more textured one a part in proportion (The Starry Night, 2 % flat: a tenth of it).
+FLAT_PAINTING = 0.25
 
 
 def local_contrast(photo: Tensor) -> Tensor:
@@ -42,12 +48,36 @@ def local_contrast(photo: Tensor) -> Tensor:
     return F.interpolate(std, size=(h, w), mode="bilinear", align_corners=False)[0]
 
 
-def step_map(content: Tensor, sizes: Sequence[tuple[int, int]], factor: float) -> Tensor:
+def flat_share(image: Tensor) -> float:
+    """The share of the pixels of `image` [3, h, w] whose local contrast is below `FLAT_BELOW`: how flat it is."""
+    return (local_contrast(image) < FLAT_BELOW).float().mean().item()
+
+
+def painting_shifts(styles: Sequence[Sequence[Tensor]], blend: Tensor, shift: float) -> list[float]:
+    """Each pair's part of `shift`: in proportion to its paintings' flat share (blended by their weights), all of it
+    from `FLAT_PAINTING` up."""
+    if shift <= 0:
+        return [0.0] * len(styles)
+    shares = [sum(float(b) * flat_share(s) for b, s in zip(weights, pair)) for weights, pair in zip(blend, styles)]
+    return [shift * min(1.0, share / FLAT_PAINTING) for share in shares]
+
+
+def step_map(
+    content: Tensor, sizes: Sequence[tuple[int, int]], factor: float, shifts: Sequence[float] | None = None
+) -> Tensor:
     """Each pixel's step factor, [N, 1, H, W] like `content` (the photos on their common canvas): the photo's local
-    contrast ÷ `FLAT_BELOW`, between `factor` and 1 (1 outside each photo's real h × w)."""
+    contrast ÷ `FLAT_BELOW`, between `factor` and 1; with a pair's shift s (`painting_shifts`) × the same contrast
+    between 1 − s and 1, divided by its mean over the photo: the step moved from its flat regions to its detail, the
+    average step kept (1 outside each photo's real h × w)."""
     out = torch.ones(content.shape[0], 1, *content.shape[-2:], dtype=torch.float32, device=content.device)
     for i, (h, w) in enumerate(sizes):
-        out[i, :, :h, :w] = (local_contrast(content[i, :, :h, :w]) / FLAT_BELOW).clamp(factor, 1.0)
+        contrast = local_contrast(content[i, :, :h, :w]) / FLAT_BELOW
+        pair = contrast.clamp(factor, 1.0)
+        shift = shifts[i] if shifts else 0.0
+        if shift > 0:
+            shifted = contrast.clamp(1 - shift, 1.0)
+            pair.mul_(shifted.div_(shifted.mean()))
+        out[i, :, :h, :w] = pair
     return out
 
 

@@ -74,6 +74,7 @@ class StyleTransfer(pl.LightningModule):
         scale_steps: list[int] | None = None,
         coarse_lr_factor: float = 0.3333,
         flat_lr_factor: float = 1.0,
+        flat_step_shift: float = 0.8,
         gradient_floor: float = 1.0,
         gradient_floor_region: float = 33.0,
         gradient_floor_light: float = 0.5,
@@ -121,6 +122,10 @@ class StyleTransfer(pl.LightningModule):
                 colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
             flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
+            flat_step_shift: Step moved from the photo's flat regions to its detailed ones, the average step kept,
+                as far as the painting has flat regions of its own: with a painting a quarter flat or more (a Hokusai
+                sky) the flat regions take 1 − this of the detail's step; with a more textured one (The Starry Night)
+                less is moved, in proportion (default 0.8, README "Recipes"); 0 is off.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
             gradient_floor_light: The share of that average's change of brightness that moves whole (0.5; 1: all).
@@ -166,7 +171,9 @@ class StyleTransfer(pl.LightningModule):
             tile_size=tile_size,
         )
         floor = (gradient_floor, gradient_floor_region, gradient_floor_light)
-        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, flat_lr_factor, *floor)
+        self.schedule = Schedule(
+            scales, scale_steps, coarse_lr_factor, flat_lr_factor, *floor, flat_step_shift=flat_step_shift
+        )
         self.init, self.style_strength, self.palette_transfer = init, style_strength, palette_transfer
         self.palette_match = palette_match
         self.ema_decay, self.preserve_color, self.optimizer_factory = ema_decay, preserve_color, optimizer
@@ -376,6 +383,13 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
         if module.schedule.flat_lr_factor < 1:
             # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
             raise ConfigError("LBFGS cannot run with model.flat_lr_factor below 1: use Adam, or flat_lr_factor 1")
+        if module.schedule.flat_step_shift > 0:
+            # On by default, like the floor: L-BFGS runs without it rather than failing.
+            rank_zero_warn(
+                f"model.flat_step_shift {module.schedule.flat_step_shift} scales the step after it is taken, which "
+                "would break L-BFGS's curvature pairs: LBFGS runs without it (set flat_step_shift: 0 to say so)"
+            )
+            module.schedule.flat_step_shift = 0.0
         if precision == "16-mixed":
             raise ConfigError(
                 "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "

@@ -9,7 +9,8 @@
 
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
 coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
-photo is flat, too, and with `gradient_floor` above 0 where the loss barely pulls, on the step less its regional
+photo is flat (and with `flat_step_shift` above 0 larger where it has detail, as far as the painting has flat
+regions), too, and with `gradient_floor` above 0 where the loss barely pulls, on the step less its regional
 part (`gradient_floor_region`; flat_regions.py). The module, its progress bar and its optimiser step all ask this one
 object.
 """
@@ -26,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from nst_pl.errors import ConfigError
-from nst_pl.flat_regions import box_size, gradient_step_map, regional_part, step_map
+from nst_pl.flat_regions import box_size, gradient_step_map, painting_shifts, regional_part, step_map
 
 if TYPE_CHECKING:
     from nst_pl.data import PairImages
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 class Schedule:
     """Coarse phases of `scales` px (long side) for `steps` steps each, then the full size for the rest of the run;
     the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases, and each pixel's step by
-    `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat and by
+    `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat, with `flat_step_shift` moved from
+    there to its detail in proportion to the painting's flat share (`flat_regions.painting_shifts`), and by
     `flat_regions.gradient_step_map` (with `gradient_floor` above 0) where its gradient is weak, that one on the step
     less `flat_regions.regional_part` (boxes of `gradient_floor_region` px per 256 px, 0: none; `gradient_floor_light`
     × its change of brightness)."""
@@ -49,6 +51,7 @@ class Schedule:
         gradient_floor: float = 0.0,
         gradient_floor_region: float = 0.0,
         gradient_floor_light: float = 1.0,
+        flat_step_shift: float = 0.0,
     ) -> None:
         if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
             raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
@@ -65,6 +68,12 @@ class Schedule:
             raise ConfigError(
                 f"model.flat_lr_factor must be above 0 and at most 1 (1: the same step everywhere, the default; 0.3: "
                 f"a third of it where the photo is flat), got {flat_lr_factor}"
+            )
+        if not (0.0 <= flat_step_shift < 1.0):  # also refuses nan; 1 would freeze a flat painting's flat pixels
+            raise ConfigError(
+                f"model.flat_step_shift must be at least 0 and below 1 (0: off; 0.8, the default: with a painting a "
+                f"quarter flat, the photo's flat regions take 0.2x the step of its detail, the average step kept), got "
+                f"{flat_step_shift}"
             )
         if not (0.0 <= gradient_floor <= 10.0):  # also refuses nan
             raise ConfigError(
@@ -83,7 +92,7 @@ class Schedule:
             )
         self.scales = scales
         self.coarse_lr_factor = lr_factor
-        self.flat_lr_factor = flat_lr_factor
+        self.flat_lr_factor, self.flat_step_shift = flat_lr_factor, flat_step_shift
         self.gradient_floor, self.gradient_floor_region = gradient_floor, gradient_floor_region
         self.gradient_floor_light = gradient_floor_light
         self._step_map: tuple | None = None  # (whose, flat_regions.step_map), made at the first step
@@ -175,7 +184,7 @@ class Schedule:
                     # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
                     step_taken.sub_(regional).mul_(factor).add_(regional)  # in place: print-size images are large
                     del factor, regional
-                if self.flat_lr_factor < 1:
+                if self.shapes_flat_steps:
                     step_taken.mul_(self.flat_step_map(image, images))
                 image.copy_(kept[0].add_(step_taken))
 
@@ -185,7 +194,7 @@ class Schedule:
         the step, its regional part and its factor, or while the regional part is made, the two running sums of a
         pair's box average (its canvas grown by the box: up to 2.25 copies each at a box of half the long side)."""
         if self.gradient_floor <= 0:
-            return 3.0 if self.flat_lr_factor < 1 else 2.0
+            return 3.0 if self.shapes_flat_steps else 2.0
         grown = 0  # the largest pair's padded sums, in px
         for h, w in images.sizes if self.gradient_floor_region > 0 else []:
             box = box_size(self.gradient_floor_region, h, w)
@@ -195,12 +204,20 @@ class Schedule:
     @property
     def shapes_steps(self) -> bool:
         """Whether a step map changes the optimiser's step, pixel by pixel."""
-        return self.flat_lr_factor < 1 or self.gradient_floor > 0
+        return self.shapes_flat_steps or self.gradient_floor > 0
+
+    @property
+    def shapes_flat_steps(self) -> bool:
+        """Whether `flat_step_map` scales the step: `flat_lr_factor` below 1 or `flat_step_shift` above 0."""
+        return self.flat_lr_factor < 1 or self.flat_step_shift > 0
 
     def flat_step_map(self, image: Tensor, images: PairImages) -> Tensor:
-        """`flat_regions.step_map` of the photos in `images`, made once per run's photos and device."""
+        """`flat_regions.step_map` of the photos in `images` (with `flat_step_shift`, shifted by their paintings'),
+        made once per run's photos and device."""
         key = (id(images), image.device, image.shape)  # another fit (pairs, device) makes its own
         if self._step_map is None or self._step_map[0] != key:
             photos = images.content.to(image.device)
-            self._step_map = (key, step_map(photos, images.sizes, self.flat_lr_factor).to(image.dtype))
+            shift = self.flat_step_shift
+            shifts = painting_shifts(images.styles, images.blend, shift) if shift else None
+            self._step_map = (key, step_map(photos, images.sizes, self.flat_lr_factor, shifts).to(image.dtype))
         return self._step_map[1]

@@ -177,6 +177,7 @@ def test_the_defaults_are_the_vgg19_recipe(config):
         "laplacian_weight",
         "coarse_luminance_weight",
         "coarse_lr_factor",
+        "flat_step_shift",
         "gradient_floor",
         "gradient_floor_region",
         "gradient_floor_light",
@@ -198,7 +199,8 @@ def test_the_early_checks_suggest_the_recipe_defaults():
 
     model = StyleTransfer(VGG16(weights=None))
     keys = ("content_weight", "style_weight", "tv_weight", "laplacian_weight", "coarse_luminance_weight")
-    for key in (*keys, "palette_transfer", "gradient_floor", "gradient_floor_region", "gradient_floor_light"):
+    floor = ("gradient_floor", "gradient_floor_region", "gradient_floor_light")
+    for key in (*keys, "palette_transfer", "flat_step_shift", *floor):
         assert float(NUMBERS[f"model.{key}"][1]) == model.hparams[key], key
     lr = model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"]
     assert float(NUMBERS["model.optimizer.init_args.lr"][1]) == lr

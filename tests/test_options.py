@@ -386,6 +386,53 @@ def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path,
         fit(tmp_path / "lbfgs", *pair_dirs, max_steps=1, model_kw=lbfgs_kw)
 
 
+def test_flat_step_shift_moves_the_step_to_the_photos_detail_as_far_as_the_painting_is_flat(tmp_path, pair_dirs):
+    """The half-flat photo and a noise start again: with a painting of flat colour blocks, flat_step_shift 0.5 moves
+    the flat half half as far as the noisy half, the average step kept (about 4/3 and 2/3 of the learning rate: the
+    seam's few columns count as detail); with a painting of noise (nothing flat) the step is the same as without it.
+    L-BFGS, which the shift would break, runs without it (a warning)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = np.full((40, 48, 3), 0.5)
+    photo[:, 24:] = rng.uniform(0.2, 0.8, (40, 24, 3))
+    blocks = np.full((40, 40, 3), 0.2)
+    blocks[:, 20:] = (0.9, 0.6, 0.1)
+    for folder, array in (("flat", photo), ("blocks", blocks), ("noise", rng.uniform(0, 1, (40, 40, 3)))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray((array * 255).astype(np.uint8)).save(tmp_path / folder / "image.png")
+    moves = {}
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.before = pl_module.image.detach().clone()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            moves[self.key] = (pl_module.image.detach() - self.before).abs()[0]
+
+    spy, adam = Spy(), functools.partial(torch.optim.Adam, lr=0.1)
+    for shift, painting in ((0.0, "blocks"), (0.5, "blocks"), (0.0, "noise"), (0.5, "noise")):
+        spy.key = (shift, painting)
+        kw = {"flat_step_shift": shift, "optimizer": adam, "ema_decay": None, "init": "noise"}
+        fit(tmp_path / f"{shift}{painting}", tmp_path / "flat", tmp_path / painting, 1, kw, callbacks=[spy])
+    flat, noisy = (slice(2, -2), slice(2, 20)), (slice(2, -2), slice(28, -2))  # away from the seam
+    medians = {}
+    for region, factor in ((flat, 2 / 3), (noisy, 4 / 3)):
+        plain, shifted = moves[0.0, "blocks"][(slice(None), *region)], moves[0.5, "blocks"][(slice(None), *region)]
+        assert float(plain.median()) == pytest.approx(0.1, rel=0.02)
+        medians[factor] = float(shifted.median())
+        assert medians[factor] == pytest.approx(0.1 * factor, rel=0.05)
+    assert medians[4 / 3] == pytest.approx(2 * medians[2 / 3], rel=0.02)
+    assert torch.equal(moves[0.5, "noise"], moves[0.0, "noise"])
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="model.flat_step_shift must be at least 0 and below 1"):
+            StyleTransfer(VGG16(weights=None), flat_step_shift=bad)
+    kw = {"flat_step_shift": 0.5, "optimizer": lbfgs}
+    with pytest.warns(UserWarning, match="flat_step_shift 0.5 scales the step after it is taken"):
+        model, *_ = fit(tmp_path / "lbfgs", tmp_path / "flat", tmp_path / "blocks", 1, kw)
+    assert model.schedule.flat_step_shift == 0.0
+
+
 def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tmp_path, pair_dirs):
     """Adam's first step moves every pixel by the learning rate, whatever its gradient; with gradient_floor 1 a pixel
     whose gradient is below its picture's mean (|g| here: Adam's running root mean square at step 1) moves lr × |g| ÷
@@ -498,3 +545,24 @@ def test_the_step_map_follows_each_photos_contrast_on_a_padded_canvas():
     assert torch.allclose(m[0, 0, 10:-10, 10:190], torch.tensor(0.3)) and bool((m[0, 0, 10:-10, 215:-10] == 1).all())
     assert torch.allclose(m[1, 0, 5:115, 5:75], torch.tensor(0.3)) and bool((m[1, 0, 5:115, 90:155] == 1).all())
     assert bool((m[1, 0, 120:] == 1).all()) and bool((m[1, 0, :, 160:] == 1).all())
+    # shifted (the first pair's painting flat): the flat half (1 - 0.5) of the detail's step, the mean 1 without the
+    # factor and the factor's map times that with it; the second pair (shift 0) as before
+    shifted = step_map(canvas, [(300, 400), (120, 160)], 1.0, [0.5, 0.0])
+    assert float(shifted[0, 0].mean()) == pytest.approx(1.0, abs=1e-5)
+    detail = shifted[0, 0, 10:-10, 215:-10]
+    assert torch.allclose(shifted[0, 0, 10:-10, 10:190], detail[0, 0] / 2) and torch.allclose(detail, detail[0, 0])
+    assert torch.allclose(step_map(canvas, [(300, 400), (120, 160)], 0.3, [0.5, 0.0]), m * shifted)
+    assert torch.equal(shifted[1], torch.ones_like(shifted[1]))  # factor 1, no shift: every step as Adam takes it
+
+
+def test_a_pairs_shift_follows_its_paintings_flat_share_blended_by_their_weights():
+    """A flat painting has all its pixels flat, one of noise none; a blend of them 10 % flat takes 0.1 ÷ 0.25 of the
+    shift, a painting a quarter flat or more all of it, and shift 0 gives 0 whatever the painting."""
+    from nst_pl.flat_regions import FLAT_PAINTING, flat_share, painting_shifts
+
+    flat, noise = torch.full((3, 60, 80), 0.4), torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0))
+    assert flat_share(flat) == 1.0 and flat_share(noise) == 0.0
+    styles, blend = [[flat, noise], [flat, noise], [noise]], [[0.1, 0.9], [0.5, 0.5], [1.0]]
+    shifts = painting_shifts(styles, blend, 0.5)
+    assert shifts == pytest.approx([0.5 * 0.1 / FLAT_PAINTING, 0.5, 0.0])
+    assert painting_shifts(styles, blend, 0.0) == [0.0, 0.0, 0.0]
