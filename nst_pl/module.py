@@ -74,7 +74,7 @@ class StyleTransfer(pl.LightningModule):
         scale_steps: list[int] | None = None,
         coarse_lr_factor: float = 0.3333,
         flat_lr_factor: float = 1.0,
-        flat_step_shift: float = 0.8,
+        flat_step_shift: float = 0.0,
         gradient_floor: float = 1.0,
         gradient_floor_region: float = 33.0,
         gradient_floor_light: float = 0.5,
@@ -125,7 +125,7 @@ class StyleTransfer(pl.LightningModule):
             flat_step_shift: Step moved from the photo's flat regions to its detailed ones, the average step kept,
                 as far as the painting has flat regions of its own: with a painting a quarter flat or more (a Hokusai
                 sky) the flat regions take 1 − this of the detail's step; with a more textured one (The Starry Night)
-                less is moved, in proportion (default 0.8, README "Recipes"); 0 is off.
+                less is moved, in proportion; 0 (default) is off, 0.8 keeps a night sky calm (README "Recipes").
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
             gradient_floor_light: The share of that average's change of brightness that moves whole (0.5; 1: all).
@@ -380,16 +380,11 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
             )
         if world_size > 1 and group["line_search_fn"] is not None:
             raise ConfigError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
+        # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
         if module.schedule.flat_lr_factor < 1:
-            # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
             raise ConfigError("LBFGS cannot run with model.flat_lr_factor below 1: use Adam, or flat_lr_factor 1")
         if module.schedule.flat_step_shift > 0:
-            # On by default, like the floor: L-BFGS runs without it rather than failing.
-            rank_zero_warn(
-                f"model.flat_step_shift {module.schedule.flat_step_shift} scales the step after it is taken, which "
-                "would break L-BFGS's curvature pairs: LBFGS runs without it (set flat_step_shift: 0 to say so)"
-            )
-            module.schedule.flat_step_shift = 0.0
+            raise ConfigError("LBFGS cannot run with model.flat_step_shift above 0: use Adam, or flat_step_shift 0")
         if precision == "16-mixed":
             raise ConfigError(
                 "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "

@@ -71,7 +71,7 @@ class Schedule:
             )
         if not (0.0 <= flat_step_shift < 1.0):  # also refuses nan; 1 would freeze a flat painting's flat pixels
             raise ConfigError(
-                f"model.flat_step_shift must be at least 0 and below 1 (0: off; 0.8, the default: with a painting a "
+                f"model.flat_step_shift must be at least 0 and below 1 (0: off, the default; 0.8: with a painting a "
                 f"quarter flat, the photo's flat regions take 0.2x the step of its detail, the average step kept), got "
                 f"{flat_step_shift}"
             )
