@@ -1,4 +1,5 @@
-"""Smaller steps where the photo is flat (`model.flat_lr_factor`) or the loss barely pulls (`model.gradient_floor`).
+"""Smaller steps where the photo is flat (`model.flat_lr_factor`, `model.flat_step_shift`) or the loss barely pulls
+(`model.gradient_floor`).
 
 Adam moves every pixel by about its learning rate whatever the size of its gradient, so a night sky or a studio wall
 takes the painting's texture and the optimiser's own jitter as readily as the photo's detailed parts do, and SSIM (a
@@ -32,8 +33,8 @@ CONTRAST_WINDOW = 5  # px of that copy: the window of the luminance's standard d
 # A region whose luminance varies less than this (standard deviation; pixels in [0, 1]) counts as flat.
 FLAT_BELOW = 0.02
 # A painting with at least this share of flat pixels (by the same measure: a Hokusai sky) takes the whole
-# `flat_step_shift`; a more textured one a part in proportion (The Starry Night, 2 % flat: a tenth of it).
-FLAT_PAINTING = 0.25
+# `flat_step_shift`; a more textured one a part in proportion (The Starry Night, 2 % flat: 8 % of it).
+FLAT_PAINTING_SHARE = 0.25
 
 
 def local_contrast(photo: Tensor) -> Tensor:
@@ -55,11 +56,11 @@ def flat_share(image: Tensor) -> float:
 
 def painting_shifts(styles: Sequence[Sequence[Tensor]], blend: Tensor, shift: float) -> list[float]:
     """Each pair's part of `shift`: in proportion to its paintings' flat share (blended by their weights), all of it
-    from `FLAT_PAINTING` up."""
+    from `FLAT_PAINTING_SHARE` up."""
     if shift <= 0:
         return [0.0] * len(styles)
     shares = [sum(float(b) * flat_share(s) for b, s in zip(weights, pair)) for weights, pair in zip(blend, styles)]
-    return [shift * min(1.0, share / FLAT_PAINTING) for share in shares]
+    return [shift * min(1.0, share / FLAT_PAINTING_SHARE) for share in shares]
 
 
 def step_map(
@@ -68,16 +69,16 @@ def step_map(
     """Each pixel's step factor, [N, 1, H, W] like `content` (the photos on their common canvas): the photo's local
     contrast ÷ `FLAT_BELOW`, between `factor` and 1; with a pair's shift s (`painting_shifts`) × the same contrast
     between 1 − s and 1, divided by its mean over the photo: the step moved from its flat regions to its detail, the
-    average step kept (1 outside each photo's real h × w)."""
+    average step kept (with `factor` 1; with both, their product). 1 outside each photo's real h × w."""
     out = torch.ones(content.shape[0], 1, *content.shape[-2:], dtype=torch.float32, device=content.device)
     for i, (h, w) in enumerate(sizes):
         contrast = local_contrast(content[i, :, :h, :w]) / FLAT_BELOW
-        pair = contrast.clamp(factor, 1.0)
+        pair_map = contrast.clamp(factor, 1.0)
         shift = shifts[i] if shifts else 0.0
         if shift > 0:
-            shifted = contrast.clamp(1 - shift, 1.0)
-            pair.mul_(shifted.div_(shifted.mean()))
-        out[i, :, :h, :w] = pair
+            shifted = contrast.clamp_(1 - shift, 1.0)  # in place: contrast is not needed after
+            pair_map.mul_(shifted.div_(shifted.mean()))
+        out[i, :, :h, :w] = pair_map
     return out
 
 

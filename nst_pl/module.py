@@ -4,8 +4,8 @@ One optimisation step:
     image [N, 3, H, W] (pixels in [0, 1]) --(this rank's pairs, the schedule's view size)--> Objective: view, frozen
         extractor, content and style losses (objective.py) --> gradient on the pixels --> optimiser step (the
         schedule's learning-rate factor; with `flat_lr_factor` a smaller one where the photo is flat, with
-        `gradient_floor` where the loss pulls weakly, on the step's detail and part of its regional light) --> clamp
-        to [0, 1] --> EMA
+        `flat_step_shift` moved from there to its detail, with `gradient_floor` where the loss pulls weakly, on the
+        step's detail and part of its regional light) --> clamp to [0, 1] --> EMA
 
 This file is the Lightning glue around the objective: the parameter, the checks before the first step (`preflight`),
 the step and who computes what under DDP, logging, the optimiser and its guards, iterate averaging and the checkpoint
@@ -124,8 +124,9 @@ class StyleTransfer(pl.LightningModule):
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
             flat_step_shift: Step moved from the photo's flat regions to its detailed ones, the average step kept,
                 as far as the painting has flat regions of its own: with a painting a quarter flat or more (a Hokusai
-                sky) the flat regions take 1 − this of the detail's step; with a more textured one (The Starry Night)
-                less is moved, in proportion; 0 (default) is off, 0.8 keeps a night sky calm (README "Recipes").
+                sky) the flat regions take 1 − this of the detail's step (× `flat_lr_factor`'s map, if set); with a
+                more textured one (The Starry Night) less is moved, in proportion; 0 (default) is off, 0.8 keeps a
+                night sky calm (README "Recipes").
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
             gradient_floor_light: The share of that average's change of brightness that moves whole (0.5; 1: all).

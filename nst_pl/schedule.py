@@ -69,7 +69,7 @@ class Schedule:
                 f"model.flat_lr_factor must be above 0 and at most 1 (1: the same step everywhere, the default; 0.3: "
                 f"a third of it where the photo is flat), got {flat_lr_factor}"
             )
-        if not (0.0 <= flat_step_shift < 1.0):  # also refuses nan; 1 would freeze a flat painting's flat pixels
+        if not (0.0 <= flat_step_shift < 1.0):  # also refuses nan; 1 would freeze the photo's flat pixels
             raise ConfigError(
                 f"model.flat_step_shift must be at least 0 and below 1 (0: off, the default; 0.8: with a painting a "
                 f"quarter flat, the photo's flat regions take 0.2x the step of its detail, the average step kept), got "
@@ -144,10 +144,10 @@ class Schedule:
     @contextmanager
     def step_size(self, step: int, optimizer, image: Tensor, images: PairImages) -> Iterator[Callable]:
         """Around the optimiser's step at `step`: its learning rates × `lr_factor(step)`, put back afterwards (so
-        checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1 or
-        `gradient_floor` above 0, each pixel of `image` moved that step's way × its step maps. Yields a function that
-        wraps the step's closure (as it is, with neither): the image before the step is copied after the closure's
-        backward, not at the memory peak."""
+        checkpoints and schedulers only see the configured ones); then, with `flat_lr_factor` below 1,
+        `flat_step_shift` above 0 or `gradient_floor` above 0, each pixel of `image` moved that step's way × its
+        step maps. Yields a function that wraps the step's closure (as it is, with neither): the image before the
+        step is copied after the closure's backward, not at the memory peak."""
         kept = []
 
         def wrap(closure: Callable) -> Callable:

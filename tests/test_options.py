@@ -552,16 +552,20 @@ def test_the_step_map_follows_each_photos_contrast_on_a_padded_canvas():
     assert torch.allclose(shifted[0, 0, 10:-10, 10:190], detail[0, 0] / 2) and torch.allclose(detail, detail[0, 0])
     assert torch.allclose(step_map(canvas, [(300, 400), (120, 160)], 0.3, [0.5, 0.0]), m * shifted)
     assert torch.equal(shifted[1], torch.ones_like(shifted[1]))  # factor 1, no shift: every step as Adam takes it
+    # the smaller photo shifted: its mean is 1 over its own h x w, the padding stays 1
+    small = step_map(canvas, [(300, 400), (120, 160)], 1.0, [0.0, 0.5])[1, 0]
+    assert float(small[:120, :160].mean()) == pytest.approx(1.0, abs=1e-5)
+    assert bool((small[120:] == 1).all()) and bool((small[:, 160:] == 1).all())
 
 
 def test_a_pairs_shift_follows_its_paintings_flat_share_blended_by_their_weights():
     """A flat painting has all its pixels flat, one of noise none; a blend of them 10 % flat takes 0.1 ÷ 0.25 of the
     shift, a painting a quarter flat or more all of it, and shift 0 gives 0 whatever the painting."""
-    from nst_pl.flat_regions import FLAT_PAINTING, flat_share, painting_shifts
+    from nst_pl.flat_regions import FLAT_PAINTING_SHARE, flat_share, painting_shifts
 
     flat, noise = torch.full((3, 60, 80), 0.4), torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0))
     assert flat_share(flat) == 1.0 and flat_share(noise) == 0.0
     styles, blend = [[flat, noise], [flat, noise], [noise]], [[0.1, 0.9], [0.5, 0.5], [1.0]]
     shifts = painting_shifts(styles, blend, 0.5)
-    assert shifts == pytest.approx([0.5 * 0.1 / FLAT_PAINTING, 0.5, 0.0])
+    assert shifts == pytest.approx([0.5 * 0.1 / FLAT_PAINTING_SHARE, 0.5, 0.0])
     assert painting_shifts(styles, blend, 0.0) == [0.0, 0.0, 0.0]
