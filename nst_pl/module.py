@@ -103,9 +103,8 @@ class StyleTransfer(pl.LightningModule):
             laplacian_weight: Weight of the Laplacian term (Li et al. 2017): the photo's edges and fine shading, which
                 the content layer lets the style overwrite (the mean squared difference of the view's and the photo's
                 Laplacians, average-pooled 2 px per 256 px, relative to the photo's own). 0 turns it off.
-            coarse_luminance_weight: Weight of the luminance term of the coarse phases: the photo's pattern of light
-                and dark (`losses.luminance_layout`) held while the coarse views take the painting's colours and
-                shapes. 0 turns it off.
+            coarse_luminance_weight: Weight of the coarse phases' luminance term: the photo's light and dark
+                (`losses.luminance_layout`) held while the coarse views take the painting's colours and shapes; 0: off.
             style_loss: `gram` (Gatys et al.), `mean_std` (per-channel mean and std, as in AdaIN) or
                 `wasserstein` (2-Wasserstein distance between Gaussian fits of the features).
             relative_losses: Divide the losses by the mean square of their targets, so the weights do not depend on
@@ -122,11 +121,8 @@ class StyleTransfer(pl.LightningModule):
                 colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
             flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
-            flat_step_shift: Step moved from the photo's flat regions to its detailed ones, the average step kept,
-                as far as the painting has flat regions of its own: with a painting a quarter flat or more (a Hokusai
-                sky) the flat regions take 1 − this of the detail's step (× `flat_lr_factor`'s map, if set); with a
-                more textured one (The Starry Night) less is moved, in proportion; 0 (default) is off, 0.8 keeps a
-                night sky calm (README "Recipes").
+            flat_step_shift: Step moved from the photo's flat regions to its detail (the average kept) as far as the
+                painting is flat: down to 1 − this there (flat_regions.py); 0 (default) is off, 0.8 keeps a sky calm.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
             gradient_floor_light: The share of that average's change of brightness that moves whole (0.5; 1: all).
@@ -142,9 +138,8 @@ class StyleTransfer(pl.LightningModule):
                 turns it off. Applied to the output first, so it can change on resume, as can palette_match.
             palette_match: The painting's colours it moves to: `distribution` (default; which colours, how often:
                 sliced optimal transport of the chrominance) or `covariance` (their mean and covariance only).
-            style_strength: How far the output goes from the photo towards the optimised image: photo +
-                style_strength x (optimised - photo), 1 (default) is the optimised image, 0 the photo, 0.5 halfway.
-                Applied to the output like `preserve_color` (before it), so it can change on resume.
+            style_strength: The output is photo + style_strength x (optimised - photo): 1 (default) the optimised
+                image, 0 the photo, 0.5 halfway; applied like `preserve_color` (before it), so it can change on resume.
             optimizer: Optimiser for the image, e.g. `{class_path: torch.optim.Adam, init_args: {lr: 0.06}}` (the
                 default) or `torch.optim.LBFGS` (with `max_iter: 1`).
         """
@@ -171,10 +166,8 @@ class StyleTransfer(pl.LightningModule):
             relative_losses=relative_losses,
             tile_size=tile_size,
         )
-        floor = (gradient_floor, gradient_floor_region, gradient_floor_light)
-        self.schedule = Schedule(
-            scales, scale_steps, coarse_lr_factor, flat_lr_factor, *floor, flat_step_shift=flat_step_shift
-        )
+        steps = (flat_lr_factor, flat_step_shift, gradient_floor, gradient_floor_region, gradient_floor_light)
+        self.schedule = Schedule(scales, scale_steps, coarse_lr_factor, *steps)
         self.init, self.style_strength, self.palette_transfer = init, style_strength, palette_transfer
         self.palette_match = palette_match
         self.ema_decay, self.preserve_color, self.optimizer_factory = ema_decay, preserve_color, optimizer

@@ -48,10 +48,10 @@ class Schedule:
         steps: Sequence[int] | None = None,
         lr_factor: float = 1.0,
         flat_lr_factor: float = 1.0,
+        flat_step_shift: float = 0.0,
         gradient_floor: float = 0.0,
         gradient_floor_region: float = 0.0,
         gradient_floor_light: float = 1.0,
-        flat_step_shift: float = 0.0,
     ) -> None:
         if (scales is None) != (steps is None) or (scales is not None and len(scales) != len(steps)):
             raise ConfigError("model.scales and model.scale_steps go together, with one step count per scale")
