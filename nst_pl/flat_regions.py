@@ -57,8 +57,6 @@ def flat_share(image: Tensor) -> float:
 def painting_shifts(styles: Sequence[Sequence[Tensor]], blend: Tensor, shift: float) -> list[float]:
     """Each pair's part of `shift`: in proportion to its paintings' flat share (blended by their weights), all of it
     from `FLAT_PAINTING_SHARE` up."""
-    if shift <= 0:
-        return [0.0] * len(styles)
     shares = [sum(float(b) * flat_share(s) for b, s in zip(weights, pair)) for weights, pair in zip(blend, styles)]
     return [shift * min(1.0, share / FLAT_PAINTING_SHARE) for share in shares]
 

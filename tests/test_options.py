@@ -349,31 +349,42 @@ def test_palette_match_distribution_brings_the_output_nearer_the_paintings_palet
     assert distances["distribution"] < distances["covariance"]
 
 
+def half_flat_photo() -> np.ndarray:
+    """A 40 x 48 photo, flat grey on its left half and noisy on its right: [h, w, 3] in [0, 1]."""
+    photo = np.full((40, 48, 3), 0.5)
+    photo[:, 24:] = np.random.default_rng(0).uniform(0.2, 0.8, (40, 24, 3))
+    return photo
+
+
+def save_picture(path: Path, array: np.ndarray) -> None:
+    """`array` [h, w, 3] in [0, 1] as an 8-bit PNG at `path` (its folder made)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((array * 255).astype(np.uint8)).save(path)
+
+
+class FirstStepMoves(pl.Callback):
+    """How far the step moved each pixel of the first pair: |image after − image before| [3, H, W], in `moves`."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before = pl_module.image.detach().clone()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.moves = (pl_module.image.detach() - self.before).abs()[0]
+
+
 def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path, pair_dirs):
     """A photo flat grey on its left half and noisy on its right, and a noise start (so a map of the image instead of
     the photo would be 1 everywhere): Adam's first step moves every pixel by the learning rate (0.1); with
     flat_lr_factor 0.25 the flat half moves a quarter of that and the noisy half as much as before."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    photo = np.full((40, 48, 3), 0.5)
-    photo[:, 24:] = rng.uniform(0.2, 0.8, (40, 24, 3))
-    content = tmp_path / "flat" / "photo.png"
-    content.parent.mkdir()
-    Image.fromarray((photo * 255).astype(np.uint8)).save(content)
-    moves = {}
-
-    class Spy(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.before = pl_module.image.detach().clone()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            moves[pl_module.schedule.flat_lr_factor] = (pl_module.image.detach() - self.before).abs()[0]
-
-    adam = functools.partial(torch.optim.Adam, lr=0.1)
+    content = tmp_path / "flat"
+    save_picture(content / "photo.png", half_flat_photo())
+    moves, spy, adam = {}, FirstStepMoves(), functools.partial(torch.optim.Adam, lr=0.1)
     for factor in (1.0, 0.25):
         kw = {"flat_lr_factor": factor, "optimizer": adam, "ema_decay": None, "init": "noise"}
-        fit(tmp_path / str(factor), content.parent, pair_dirs[1], max_steps=1, callbacks=[Spy()], model_kw=kw)
+        fit(tmp_path / str(factor), content, pair_dirs[1], max_steps=1, callbacks=[spy], model_kw=kw)
+        moves[factor] = spy.moves
     flat, noisy = (slice(2, -2), slice(2, 20)), (slice(2, -2), slice(28, -2))  # away from the seam
     assert float(moves[1.0][:, flat[0], flat[1]].median()) == pytest.approx(0.1, rel=0.02)
     assert float(moves[0.25][:, flat[0], flat[1]].median()) == pytest.approx(0.025, rel=0.02)
@@ -391,30 +402,16 @@ def test_flat_step_shift_moves_the_step_to_the_photos_detail_as_far_as_the_paint
     the flat half half as far as the noisy half, the average step kept (about 4/3 and 2/3 of the learning rate: the
     seam's few columns count as detail); with a painting of noise (nothing flat) the step is the same as without it.
     L-BFGS, whose curvature pairs the shift would break, is refused with it."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    photo = np.full((40, 48, 3), 0.5)
-    photo[:, 24:] = rng.uniform(0.2, 0.8, (40, 24, 3))
     blocks = np.full((40, 40, 3), 0.2)
     blocks[:, 20:] = (0.9, 0.6, 0.1)
-    for folder, array in (("flat", photo), ("blocks", blocks), ("noise", rng.uniform(0, 1, (40, 40, 3)))):
-        (tmp_path / folder).mkdir()
-        Image.fromarray((array * 255).astype(np.uint8)).save(tmp_path / folder / "image.png")
-    moves = {}
-
-    class Spy(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.before = pl_module.image.detach().clone()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            moves[self.key] = (pl_module.image.detach() - self.before).abs()[0]
-
-    spy, adam = Spy(), functools.partial(torch.optim.Adam, lr=0.1)
+    noise = np.random.default_rng(1).uniform(0, 1, (40, 40, 3))
+    for folder, array in (("flat", half_flat_photo()), ("blocks", blocks), ("noise", noise)):
+        save_picture(tmp_path / folder / "image.png", array)
+    moves, spy, adam = {}, FirstStepMoves(), functools.partial(torch.optim.Adam, lr=0.1)
     for shift, painting in ((0.0, "blocks"), (0.5, "blocks"), (0.0, "noise"), (0.5, "noise")):
-        spy.key = (shift, painting)
         kw = {"flat_step_shift": shift, "optimizer": adam, "ema_decay": None, "init": "noise"}
         fit(tmp_path / f"{shift}{painting}", tmp_path / "flat", tmp_path / painting, 1, kw, callbacks=[spy])
+        moves[shift, painting] = spy.moves
     flat, noisy = (slice(2, -2), slice(2, 20)), (slice(2, -2), slice(28, -2))  # away from the seam
     medians = {}
     for region, factor in ((flat, 2 / 3), (noisy, 4 / 3)):
