@@ -42,7 +42,7 @@ NUMBERS = {
     "model.coarse_luminance_weight": ("the luminance term's weight", "30"),
     "model.palette_transfer": ("the palette transfer", "0.7"),
     "model.flat_lr_factor": ("the step factor of the photo's flat regions", "1"),
-    "model.flat_step_shift": ("the step moved from the photo's flat regions to its detail", "0"),
+    "model.flat_step_shift": ("the step moved from the photo's flat regions to its detail", "0.7"),
     "model.gradient_floor": ("the floor of Adam's denominator", "1"),
     "model.gradient_floor_region": ("the box of the step's part that moves whole", "33"),
     "model.gradient_floor_light": ("the share of the regional brightening that moves whole", "0.5"),

@@ -10,9 +10,9 @@ pair's mean, so a pixel the loss pulls weakly moves in proportion to its pull (t
 the step's detail: `regional_part`, the step averaged over a box, moves whole, so a dark photo still takes a pale
 painting's colours (the tenth round); of its change of brightness only `gradient_floor_light` moves whole, the rest is
 held back with the detail, so weakly pulled dark pixels keep more of the photo's light (the twelfth round).
-`flat_step_shift` moves step from the photo's flat regions to its detailed ones, the average step kept, as far as the
-painting has flat regions of its own: a Hokusai sky lets a night sky stay calm, a Van Gogh's swirls fill it (the
-fifteenth round).
+`flat_step_shift` moves step from a mostly flat photo's flat regions to its detailed ones, as far as the painting has
+flat regions of its own: under a Hokusai a night sky stays calm while the towers take the strokes, a Van Gogh's swirls
+fill it, and a photo with little flat in it is left alone (the fifteenth and sixteenth rounds).
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ FLAT_BELOW = 0.02
 # A painting with at least this share of flat pixels (by the same measure: a Hokusai sky) takes the whole
 # `flat_step_shift`; a more textured one a part in proportion (The Starry Night, 2 % flat: 8 % of it).
 FLAT_PAINTING_SHARE = 0.25
+# A photo takes none of it up to the first share of flat pixels and all of it from the second (a night sky, 71 %), in
+# proportion between: a photo with detail over half of it keeps the plain step (the shift costs its structure or style).
+FLAT_PHOTO_SHARES = (0.5, 0.65)
+# The shifted step's average, × (1 + this × the pair's shift): the flat regions slowed less than the shift alone would
+# (a night sky still brightens to a pale painting's light) while the detail takes bolder steps.
+SHIFT_GAIN = 0.5
 
 
 def local_contrast(photo: Tensor) -> Tensor:
@@ -54,20 +60,28 @@ def flat_share(image: Tensor) -> float:
     return (local_contrast(image) < FLAT_BELOW).float().mean().item()
 
 
-def painting_shifts(styles: Sequence[Sequence[Tensor]], blend: Tensor, shift: float) -> list[float]:
-    """Each pair's part of `shift`: in proportion to its paintings' flat share (blended by their weights), all of it
-    from `FLAT_PAINTING_SHARE` up."""
-    shares = [sum(float(b) * flat_share(s) for b, s in zip(weights, pair)) for weights, pair in zip(blend, styles)]
-    return [shift * min(1.0, share / FLAT_PAINTING_SHARE) for share in shares]
+def pair_shifts(
+    content: Tensor, sizes: Sequence[tuple[int, int]], styles: Sequence[Sequence[Tensor]], blend: Tensor, shift: float
+) -> list[float]:
+    """Each pair's part of `shift`: as far as its photo (over its real h × w) is flat, from `FLAT_PHOTO_SHARES`, and
+    in proportion to its paintings' flat share (blended by their weights), all of it from `FLAT_PAINTING_SHARE` up."""
+    low, high = FLAT_PHOTO_SHARES
+    out = []
+    for photo, (h, w), weights, paintings in zip(content, sizes, blend, styles):
+        photo_part = min(1.0, max(0.0, (flat_share(photo[:, :h, :w]) - low) / (high - low)))
+        share = sum(float(b) * flat_share(s) for b, s in zip(weights, paintings)) if photo_part else 0.0
+        out.append(shift * photo_part * min(1.0, share / FLAT_PAINTING_SHARE))
+    return out
 
 
 def step_map(
     content: Tensor, sizes: Sequence[tuple[int, int]], factor: float, shifts: Sequence[float] | None = None
 ) -> Tensor:
     """Each pixel's step factor, [N, 1, H, W] like `content` (the photos on their common canvas): the photo's local
-    contrast ÷ `FLAT_BELOW`, between `factor` and 1; with a pair's shift s (`painting_shifts`) × the same contrast
-    between 1 − s and 1, divided by its mean over the photo: the step moved from its flat regions to its detail, the
-    average step kept (with `factor` 1; with both, their product). 1 outside each photo's real h × w."""
+    contrast ÷ `FLAT_BELOW`, between `factor` and 1; with a pair's shift s (`pair_shifts`) × the same contrast
+    between 1 − s and 1, divided by its mean over the photo and × (1 + `SHIFT_GAIN` × s): the step moved from its flat
+    regions to its detail, the average step raised by a part of s (with `factor` 1; with both, their product). 1
+    outside each photo's real h × w."""
     out = torch.ones(content.shape[0], 1, *content.shape[-2:], dtype=torch.float32, device=content.device)
     for i, (h, w) in enumerate(sizes):
         contrast = local_contrast(content[i, :, :h, :w]) / FLAT_BELOW
@@ -75,7 +89,7 @@ def step_map(
         shift = shifts[i] if shifts else 0.0
         if shift > 0:
             shifted = contrast.clamp_(1 - shift, 1.0)  # in place: contrast is not needed after
-            pair_map.mul_(shifted.div_(shifted.mean()))
+            pair_map.mul_(shifted.mul_((1 + SHIFT_GAIN * shift) / shifted.mean()))
         out[i, :, :h, :w] = pair_map
     return out
 

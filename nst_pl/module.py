@@ -74,7 +74,7 @@ class StyleTransfer(pl.LightningModule):
         scale_steps: list[int] | None = None,
         coarse_lr_factor: float = 0.3333,
         flat_lr_factor: float = 1.0,
-        flat_step_shift: float = 0.0,
+        flat_step_shift: float = 0.7,
         gradient_floor: float = 1.0,
         gradient_floor_region: float = 33.0,
         gradient_floor_light: float = 0.5,
@@ -121,8 +121,8 @@ class StyleTransfer(pl.LightningModule):
                 colours and large shapes in gentle steps, the full-size strokes in bold ones (README, "Recipes").
             flat_lr_factor: Smaller steps where the photo is flat (a night sky, a studio wall stay smooth): each
                 pixel's step × the photo's local contrast ÷ 0.02, at least this (flat_regions.py); 1 (default) is off.
-            flat_step_shift: Step moved from the photo's flat regions to its detail (the average kept) as far as the
-                painting is flat: down to 1 − this there (flat_regions.py); 0 (default) is off, 0.8 keeps a sky calm.
+            flat_step_shift: On a mostly flat photo, step moved from its flat regions to its detail as far as the
+                painting is flat too: down to 1 − this there (flat_regions.py); 0.7 (default) keeps a night sky calm.
             gradient_floor: Adam's denominator at least this × the pair's mean: weakly pulled pixels move less; 0: off.
             gradient_floor_region: The step's average over boxes of this many px per 256 px moves whole; 0: none.
             gradient_floor_light: The share of that average's change of brightness that moves whole (0.5; 1: all).
@@ -357,15 +357,23 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
             "per-tile backward passes): use bf16-mixed or 32-true"
         )
     adam_like = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam)  # not RAdam: no denominator at first
-    if module.schedule.gradient_floor > 0 and not isinstance(optimizer, adam_like):
-        # The floor is on Adam's denominator (its running mean of squared gradients); it is on by default, so another
-        # optimiser runs without it rather than failing.
+    schedule, name = module.schedule, type(optimizer).__name__
+    # Both are on by default, so an optimiser that cannot take one runs without it rather than failing: the floor is
+    # on Adam's denominator (its running mean of squared gradients); the shift scales the step after it is taken,
+    # which L-BFGS's curvature pairs cannot follow.
+    if schedule.gradient_floor > 0 and not isinstance(optimizer, adam_like):
         rank_zero_warn(
-            f"model.gradient_floor {module.schedule.gradient_floor} acts on Adam-type optimisers (Adam, AdamW, "
-            f"NAdam); {type(optimizer).__name__} runs without it (set gradient_floor: 0 to say so)"
+            f"model.gradient_floor {schedule.gradient_floor} acts on Adam-type optimisers (Adam, AdamW, NAdam); "
+            f"{name} runs without it (set gradient_floor: 0 to say so)"
         )
-        module.schedule.gradient_floor = 0.0
+        schedule.gradient_floor = 0.0
     if isinstance(optimizer, torch.optim.LBFGS):
+        if any(schedule.pair_shifts(module.pair_images)):  # said only where a pair's step would change
+            rank_zero_warn(
+                f"model.flat_step_shift {schedule.flat_step_shift} scales the step after it is taken, which L-BFGS's "
+                f"curvature pairs cannot follow; {name} runs without it (set flat_step_shift: 0 to say so)"
+            )
+        schedule.flat_step_shift = 0.0
         group = optimizer.param_groups[0]
         if group["max_iter"] != 1:
             raise ConfigError(
@@ -377,8 +385,6 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
         # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
         if module.schedule.flat_lr_factor < 1:
             raise ConfigError("LBFGS cannot run with model.flat_lr_factor below 1: use Adam, or flat_lr_factor 1")
-        if module.schedule.flat_step_shift > 0:
-            raise ConfigError("LBFGS cannot run with model.flat_step_shift above 0: use Adam, or flat_step_shift 0")
         if precision == "16-mixed":
             raise ConfigError(
                 "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "

@@ -9,10 +9,10 @@
 
 The image keeps its full size throughout (DDP buckets, optimiser state and checkpoints stay valid); during the
 coarse phases the loss sees a downscaled copy of it. With `flat_lr_factor` below 1 the step is smaller where the
-photo is flat (and with `flat_step_shift` above 0 larger where it has detail, as far as the painting has flat
-regions), too, and with `gradient_floor` above 0 where the loss barely pulls, on the step less its regional
-part (`gradient_floor_region`; flat_regions.py). The module, its progress bar and its optimiser step all ask this one
-object.
+photo is flat (and with `flat_step_shift` above 0, on a mostly flat photo, larger where it has detail, as far as the
+painting has flat regions), too, and with `gradient_floor` above 0 where the loss barely pulls, on the step less its
+regional part (`gradient_floor_region`; flat_regions.py). The module, its progress bar and its optimiser step all
+ask this one object.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from nst_pl.errors import ConfigError
-from nst_pl.flat_regions import box_size, gradient_step_map, painting_shifts, regional_part, step_map
+from nst_pl.flat_regions import box_size, gradient_step_map, pair_shifts, regional_part, step_map
 
 if TYPE_CHECKING:
     from nst_pl.data import PairImages
@@ -37,7 +37,7 @@ class Schedule:
     """Coarse phases of `scales` px (long side) for `steps` steps each, then the full size for the rest of the run;
     the optimiser's learning rate is multiplied by `lr_factor` during the coarse phases, and each pixel's step by
     `flat_regions.step_map` (at least `flat_lr_factor`) where the photo is flat, with `flat_step_shift` moved from
-    there to its detail in proportion to the painting's flat share (`flat_regions.painting_shifts`), and by
+    there to its detail as far as the photo and the painting are flat (`flat_regions.pair_shifts`), and by
     `flat_regions.gradient_step_map` (with `gradient_floor` above 0) where its gradient is weak, that one on the step
     less `flat_regions.regional_part` (boxes of `gradient_floor_region` px per 256 px, 0: none; `gradient_floor_light`
     × its change of brightness)."""
@@ -71,9 +71,9 @@ class Schedule:
             )
         if not (0.0 <= flat_step_shift < 1.0):  # also refuses nan; 1 would freeze the photo's flat pixels
             raise ConfigError(
-                f"model.flat_step_shift must be at least 0 and below 1 (0: off, the default; 0.8: with a painting a "
-                f"quarter flat, the photo's flat regions take 0.2x the step of its detail, the average step kept), got "
-                f"{flat_step_shift}"
+                f"model.flat_step_shift must be at least 0 and below 1 (0: off; 0.7, the default: on a photo two "
+                f"thirds flat under a painting a quarter flat, the photo's flat regions take 0.3x the step of its "
+                f"detail), got {flat_step_shift}"
             )
         if not (0.0 <= gradient_floor <= 10.0):  # also refuses nan
             raise ConfigError(
@@ -184,8 +184,9 @@ class Schedule:
                     # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
                     step_taken.sub_(regional).mul_(factor).add_(regional)  # in place: print-size images are large
                     del factor, regional
-                if self.shapes_flat_steps:
-                    step_taken.mul_(self.flat_step_map(image, images))
+                flat_map = self.flat_step_map(image, images) if self.shapes_flat_steps else None
+                if flat_map is not None:
+                    step_taken.mul_(flat_map)
                 image.copy_(kept[0].add_(step_taken))
 
     def step_copies(self, images: PairImages) -> float:
@@ -211,13 +212,21 @@ class Schedule:
         """Whether `flat_step_map` scales the step: `flat_lr_factor` below 1 or `flat_step_shift` above 0."""
         return self.flat_lr_factor < 1 or self.flat_step_shift > 0
 
-    def flat_step_map(self, image: Tensor, images: PairImages) -> Tensor:
-        """`flat_regions.step_map` of the photos in `images` (with `flat_step_shift`, shifted by their paintings'),
-        made once per run's photos and device."""
+    def flat_step_map(self, image: Tensor, images: PairImages) -> Tensor | None:
+        """`flat_regions.step_map` of the photos in `images` (with `flat_step_shift`, shifted as far as each photo and
+        its paintings are flat), made once per run's photos and device; None where it would be 1 everywhere."""
         key = (id(images), image.device, image.shape)  # another fit (pairs, device) makes its own
         if self._step_map is None or self._step_map[0] != key:
-            photos = images.content.to(image.device)
-            shift = self.flat_step_shift
-            shifts = painting_shifts(images.styles, images.blend, shift) if shift else None
-            self._step_map = (key, step_map(photos, images.sizes, self.flat_lr_factor, shifts).to(image.dtype))
+            shifts = self.pair_shifts(images)
+            if self.flat_lr_factor >= 1 and not any(shifts):  # no pair's step changes: skip the multiply
+                self._step_map = (key, None)
+            else:
+                photos = images.content.to(image.device)
+                self._step_map = (key, step_map(photos, images.sizes, self.flat_lr_factor, shifts).to(image.dtype))
         return self._step_map[1]
+
+    def pair_shifts(self, images: PairImages) -> list[float]:
+        """Each pair's part of `flat_step_shift` (`flat_regions.pair_shifts`): 0 for all with the shift off."""
+        if self.flat_step_shift <= 0:
+            return [0.0] * len(images.sizes)
+        return pair_shifts(images.content, images.sizes, images.styles, images.blend, self.flat_step_shift)

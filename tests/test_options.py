@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -349,10 +350,10 @@ def test_palette_match_distribution_brings_the_output_nearer_the_paintings_palet
     assert distances["distribution"] < distances["covariance"]
 
 
-def half_flat_photo() -> np.ndarray:
-    """A 40 x 48 photo, flat grey on its left half and noisy on its right: [h, w, 3] in [0, 1]."""
+def half_flat_photo(flat_columns: int = 24) -> np.ndarray:
+    """A 40 x 48 photo, flat grey on its left `flat_columns` (half) and noisy on the rest: [h, w, 3] in [0, 1]."""
     photo = np.full((40, 48, 3), 0.5)
-    photo[:, 24:] = np.random.default_rng(0).uniform(0.2, 0.8, (40, 24, 3))
+    photo[:, flat_columns:] = np.random.default_rng(0).uniform(0.2, 0.8, (40, 48 - flat_columns, 3))
     return photo
 
 
@@ -397,36 +398,39 @@ def test_flat_lr_factor_shrinks_the_steps_where_the_photo_is_flat_only(tmp_path,
         fit(tmp_path / "lbfgs", *pair_dirs, max_steps=1, model_kw=lbfgs_kw)
 
 
-def test_flat_step_shift_moves_the_step_to_the_photos_detail_as_far_as_the_painting_is_flat(tmp_path, pair_dirs):
-    """The half-flat photo and a noise start again: with a painting of flat colour blocks, flat_step_shift 0.5 moves
-    the flat half half as far as the noisy half, the average step kept (about 4/3 and 2/3 of the learning rate: the
-    seam's few columns count as detail); with a painting of noise (nothing flat) the step is the same as without it.
-    L-BFGS, whose curvature pairs the shift would break, is refused with it."""
+def test_flat_step_shift_moves_the_step_to_a_mostly_flat_photos_detail_as_far_as_the_painting_is_flat(
+    tmp_path, pair_dirs
+):
+    """A photo flat on its left three quarters and a noise start: with a painting of flat colour blocks,
+    flat_step_shift 0.5 moves the noisy part twice as far as the flat part (1 ÷ (1 − 0.5)), the average step 1.25 ×
+    Adam's; with a painting of noise (nothing flat), or a photo flat on half of it only, the step is Adam's own. L-BFGS,
+    whose curvature pairs the shift would break, runs without it, with a warning."""
     blocks = np.full((40, 40, 3), 0.2)
     blocks[:, 20:] = (0.9, 0.6, 0.1)
     noise = np.random.default_rng(1).uniform(0, 1, (40, 40, 3))
-    for folder, array in (("flat", half_flat_photo()), ("blocks", blocks), ("noise", noise)):
+    pictures = (("flat", half_flat_photo(36)), ("half", half_flat_photo()), ("blocks", blocks), ("noise", noise))
+    for folder, array in pictures:
         save_picture(tmp_path / folder / "image.png", array)
     moves, spy, adam = {}, FirstStepMoves(), functools.partial(torch.optim.Adam, lr=0.1)
-    for shift, painting in ((0.0, "blocks"), (0.5, "blocks"), (0.0, "noise"), (0.5, "noise")):
+    for shift, photo, painting in itertools.product((0.0, 0.5), ("flat", "half"), ("blocks", "noise")):
         kw = {"flat_step_shift": shift, "optimizer": adam, "ema_decay": None, "init": "noise"}
-        fit(tmp_path / f"{shift}{painting}", tmp_path / "flat", tmp_path / painting, 1, kw, callbacks=[spy])
-        moves[shift, painting] = spy.moves
-    flat, noisy = (slice(2, -2), slice(2, 20)), (slice(2, -2), slice(28, -2))  # away from the seam
-    medians = {}
-    for region, factor in ((flat, 2 / 3), (noisy, 4 / 3)):
-        plain, shifted = moves[0.0, "blocks"][(slice(None), *region)], moves[0.5, "blocks"][(slice(None), *region)]
-        assert float(plain.median()) == pytest.approx(0.1, rel=0.02)
-        medians[factor] = float(shifted.median())
-        assert medians[factor] == pytest.approx(0.1 * factor, rel=0.05)
-    assert medians[4 / 3] == pytest.approx(2 * medians[2 / 3], rel=0.02)
-    assert torch.equal(moves[0.5, "noise"], moves[0.0, "noise"])
+        fit(tmp_path / f"{shift}{photo}{painting}", tmp_path / photo, tmp_path / painting, 1, kw, callbacks=[spy])
+        moves[shift, photo, painting] = spy.moves
+    plain, shifted = moves[0.0, "flat", "blocks"], moves[0.5, "flat", "blocks"]
+    flat, noisy = (slice(2, -2), slice(2, 32)), (slice(2, -2), slice(40, -2))  # away from the seam
+    assert float(plain[:, flat[0], flat[1]].median()) == pytest.approx(0.1, rel=0.02)
+    detail = float(shifted[:, noisy[0], noisy[1]].median())
+    assert detail == pytest.approx(2 * float(shifted[:, flat[0], flat[1]].median()), rel=0.02)
+    assert detail > 0.15  # the noisy quarter (and the seam) at twice the flat part's step, the average 1.25 x 0.1
+    for case in (("flat", "noise"), ("half", "blocks"), ("half", "noise")):
+        assert torch.equal(moves[(0.5, *case)], moves[(0.0, *case)])
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="model.flat_step_shift must be at least 0 and below 1"):
             StyleTransfer(VGG16(weights=None), flat_step_shift=bad)
-    kw = {"flat_step_shift": 0.5, "optimizer": lbfgs}
-    with pytest.raises(ValueError, match="LBFGS cannot run with model.flat_step_shift above 0"):
-        fit(tmp_path / "lbfgs", tmp_path / "flat", tmp_path / "blocks", 1, kw)
+    kw = {"flat_step_shift": 0.5, "optimizer": lbfgs, "init": "noise"}
+    with pytest.warns(UserWarning, match="flat_step_shift 0.5 scales the step .* LBFGS runs without it"):
+        model, *_ = fit(tmp_path / "lbfgs", tmp_path / "flat", tmp_path / "blocks", 1, kw, callbacks=[spy])
+    assert model.schedule.flat_step_shift == 0.0
 
 
 def test_gradient_floor_moves_a_weakly_pulled_pixel_in_proportion_to_its_pull(tmp_path, pair_dirs):
@@ -529,7 +533,7 @@ def test_the_gradient_step_map_is_per_pair_scale_free_and_1_in_the_padding():
 def test_the_step_map_follows_each_photos_contrast_on_a_padded_canvas():
     """Two photos of different sizes on one canvas, one above the 256 px the contrast is measured at: the factor where
     each is flat, 1 where it has detail, 1 in the padding."""
-    from nst_pl.flat_regions import step_map
+    from nst_pl.flat_regions import SHIFT_GAIN, step_map
 
     gen = torch.Generator().manual_seed(0)
     canvas = torch.zeros(2, 3, 300, 400)
@@ -541,28 +545,40 @@ def test_the_step_map_follows_each_photos_contrast_on_a_padded_canvas():
     assert torch.allclose(m[0, 0, 10:-10, 10:190], torch.tensor(0.3)) and bool((m[0, 0, 10:-10, 215:-10] == 1).all())
     assert torch.allclose(m[1, 0, 5:115, 5:75], torch.tensor(0.3)) and bool((m[1, 0, 5:115, 90:155] == 1).all())
     assert bool((m[1, 0, 120:] == 1).all()) and bool((m[1, 0, :, 160:] == 1).all())
-    # shifted (the first pair's painting flat): the flat half (1 - 0.5) of the detail's step, the mean 1 without the
-    # factor and the factor's map times that with it; the second pair (shift 0) as before
+    # shifted by 0.5: the flat half (1 - 0.5) of the detail's step, the mean 1 + 0.5 x 0.5 without the factor and the
+    # factor's map times that with it; the second pair (shift 0) as before
     shifted = step_map(canvas, [(300, 400), (120, 160)], 1.0, [0.5, 0.0])
-    assert float(shifted[0, 0].mean()) == pytest.approx(1.0, abs=1e-5)
+    assert float(shifted[0, 0].mean()) == pytest.approx(1 + SHIFT_GAIN * 0.5, abs=1e-5)
     detail = shifted[0, 0, 10:-10, 215:-10]
     assert torch.allclose(shifted[0, 0, 10:-10, 10:190], detail[0, 0] / 2) and torch.allclose(detail, detail[0, 0])
     assert torch.allclose(step_map(canvas, [(300, 400), (120, 160)], 0.3, [0.5, 0.0]), m * shifted)
     assert torch.equal(shifted[1], torch.ones_like(shifted[1]))  # factor 1, no shift: every step as Adam takes it
-    # the smaller photo shifted: its mean is 1 over its own h x w, the padding stays 1
+    # the smaller photo shifted: its mean is 1.25 over its own h x w, the padding stays 1
     small = step_map(canvas, [(300, 400), (120, 160)], 1.0, [0.0, 0.5])[1, 0]
-    assert float(small[:120, :160].mean()) == pytest.approx(1.0, abs=1e-5)
+    assert float(small[:120, :160].mean()) == pytest.approx(1 + SHIFT_GAIN * 0.5, abs=1e-5)
     assert bool((small[120:] == 1).all()) and bool((small[:, 160:] == 1).all())
 
 
-def test_a_pairs_shift_follows_its_paintings_flat_share_blended_by_their_weights():
-    """A flat painting has all its pixels flat, one of noise none; a blend of them 10 % flat takes 0.1 ÷ 0.25 of the
-    shift, a painting a quarter flat or more all of it, and shift 0 gives 0 whatever the painting."""
-    from nst_pl.flat_regions import FLAT_PAINTING_SHARE, flat_share, painting_shifts
+def test_a_pairs_shift_follows_its_photos_and_its_paintings_flat_shares():
+    """A flat painting has all its pixels flat, one of noise none; under a flat photo a blend of them 10 % flat takes
+    0.1 ÷ 0.25 of the shift, a painting a quarter flat or more all of it. A photo takes none of it up to half of it
+    flat, all of it from 65 %, in proportion between, measured over its own h × w (not its padding); shift 0: 0."""
+    from nst_pl.flat_regions import FLAT_PAINTING_SHARE, FLAT_PHOTO_SHARES, flat_share, pair_shifts
 
-    flat, noise = torch.full((3, 60, 80), 0.4), torch.rand(3, 60, 80, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    flat, noise = torch.full((3, 60, 80), 0.4), torch.rand(3, 60, 80, generator=gen)
     assert flat_share(flat) == 1.0 and flat_share(noise) == 0.0
-    styles, blend = [[flat, noise], [flat, noise], [noise]], [[0.1, 0.9], [0.5, 0.5], [1.0]]
-    shifts = painting_shifts(styles, blend, 0.5)
-    assert shifts == pytest.approx([0.5 * 0.1 / FLAT_PAINTING_SHARE, 0.5, 0.0])
-    assert painting_shifts(styles, blend, 0.0) == [0.0, 0.0, 0.0]
+    canvas = torch.zeros(4, 3, 120, 160)  # padded: flat outside each photo
+    canvas[:, :, :60, :80] = 0.4
+    canvas[2, :, :60, 40:80] = noise[:, :, 40:]  # half flat (less the seam)
+    canvas[3, :, :60, 50:80] = noise[:, :, 50:]  # flat on 50 of its 80 columns (less the seam)
+    sizes = [(60, 80)] * 4
+    styles, blend = [[flat, noise], [flat, noise], [noise], [flat]], [[0.1, 0.9], [0.5, 0.5], [1.0], [1.0]]
+    shifts = pair_shifts(canvas, sizes, styles, blend, 0.5)
+    low, high = FLAT_PHOTO_SHARES
+    part = (flat_share(canvas[3, :, :60, :80]) - low) / (high - low)
+    assert 0 < part < 1
+    assert shifts == pytest.approx([0.5 * 0.1 / FLAT_PAINTING_SHARE, 0.5, 0.0, 0.5 * part])
+    assert pair_shifts(canvas, sizes, [[flat]] * 4, [[1.0]] * 4, 0.5)[2] == 0.0  # the half-flat photo: none
+    assert pair_shifts(canvas, [(120, 160)] * 4, [[flat]] * 4, [[1.0]] * 4, 0.5)[2] == 0.5  # its padding counted
+    assert pair_shifts(canvas, sizes, styles, blend, 0.0) == [0.0] * 4
