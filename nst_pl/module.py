@@ -358,9 +358,8 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
         )
     adam_like = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam)  # not RAdam: no denominator at first
     schedule, name = module.schedule, type(optimizer).__name__
-    # Both are on by default, so an optimiser that cannot take one runs without it rather than failing: the floor is
-    # on Adam's denominator (its running mean of squared gradients); the shift scales the step after it is taken,
-    # which L-BFGS's curvature pairs cannot follow.
+    # The floor and the shift are on by default, so an optimiser that cannot take one runs without it rather than
+    # failing: the floor is on Adam's denominator (its running mean of squared gradients).
     if schedule.gradient_floor > 0 and not isinstance(optimizer, adam_like):
         rank_zero_warn(
             f"model.gradient_floor {schedule.gradient_floor} acts on Adam-type optimisers (Adam, AdamW, NAdam); "
@@ -368,12 +367,6 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
         )
         schedule.gradient_floor = 0.0
     if isinstance(optimizer, torch.optim.LBFGS):
-        if any(schedule.pair_shifts(module.pair_images)):  # said only where a pair's step would change
-            rank_zero_warn(
-                f"model.flat_step_shift {schedule.flat_step_shift} scales the step after it is taken, which L-BFGS's "
-                f"curvature pairs cannot follow; {name} runs without it (set flat_step_shift: 0 to say so)"
-            )
-        schedule.flat_step_shift = 0.0
         group = optimizer.param_groups[0]
         if group["max_iter"] != 1:
             raise ConfigError(
@@ -382,11 +375,17 @@ def check_optimizer(optimizer, module: StyleTransfer) -> None:
             )
         if world_size > 1 and group["line_search_fn"] is not None:
             raise ConfigError("LBFGS with a line search can desynchronise DDP ranks: set line_search_fn: null")
-        # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
-        if module.schedule.flat_lr_factor < 1:
-            raise ConfigError("LBFGS cannot run with model.flat_lr_factor below 1: use Adam, or flat_lr_factor 1")
         if precision == "16-mixed":
             raise ConfigError(
                 "LBFGS cannot run with trainer.precision 16-mixed (its gradient scaler cannot scale a closure "
                 "that is evaluated several times): use bf16-mixed, 32-true, or Adam"
             )
+        # Scaling L-BFGS's step after it is taken would break the curvature pairs it keeps.
+        if schedule.flat_lr_factor < 1:
+            raise ConfigError("LBFGS cannot run with model.flat_lr_factor below 1: use Adam, or flat_lr_factor 1")
+        if any(schedule.pair_shifts(module.pair_images)):  # said only where a pair's step would change
+            rank_zero_warn(
+                f"model.flat_step_shift {schedule.flat_step_shift} scales the step after it is taken, which L-BFGS's "
+                f"curvature pairs cannot follow; {name} runs without it (set flat_step_shift: 0 to say so)"
+            )
+        schedule.flat_step_shift = 0.0

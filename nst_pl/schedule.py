@@ -96,6 +96,7 @@ class Schedule:
         self.gradient_floor, self.gradient_floor_region = gradient_floor, gradient_floor_region
         self.gradient_floor_light = gradient_floor_light
         self._step_map: tuple | None = None  # (whose, flat_regions.step_map), made at the first step
+        self._shifts: tuple | None = None  # (whose, pair_shifts)
         self.planned = steps  # as configured
         self.steps = steps  # as fitted into the run (`fit`)
         self.full: tuple[int, int] | None = None  # (h, w) of the image, once known
@@ -163,7 +164,7 @@ class Schedule:
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * self.lr_factor(step)
         try:
-            yield wrap if self.shapes_steps else (lambda closure: closure)
+            yield wrap if self.shapes_steps(images) else (lambda closure: closure)
         finally:
             for group, lr in zip(optimizer.param_groups, saved):
                 group["lr"] = lr
@@ -184,7 +185,7 @@ class Schedule:
                     # the regional part moves whole; with region 0 it is 0 and the floor holds back the whole step
                     step_taken.sub_(regional).mul_(factor).add_(regional)  # in place: print-size images are large
                     del factor, regional
-                flat_map = self.flat_step_map(image, images) if self.shapes_flat_steps else None
+                flat_map = self.flat_step_map(image, images)
                 if flat_map is not None:
                     step_taken.mul_(flat_map)
                 image.copy_(kept[0].add_(step_taken))
@@ -195,38 +196,40 @@ class Schedule:
         the step, its regional part and its factor, or while the regional part is made, the two running sums of a
         pair's box average (its canvas grown by the box: up to 2.25 copies each at a box of half the long side)."""
         if self.gradient_floor <= 0:
-            return 3.0 if self.shapes_flat_steps else 2.0
+            return 3.0 if self.shapes_flat_steps(images) else 2.0
         grown = 0  # the largest pair's padded sums, in px
         for h, w in images.sizes if self.gradient_floor_region > 0 else []:
             box = box_size(self.gradient_floor_region, h, w)
             grown = max(grown, (h + box) * (w + box))
         return max(4.0, 3.0 + 2.0 * grown / images.content[:, 0].numel())  # ÷ the image's pixels, all pairs
 
-    @property
-    def shapes_steps(self) -> bool:
-        """Whether a step map changes the optimiser's step, pixel by pixel."""
-        return self.shapes_flat_steps or self.gradient_floor > 0
+    def shapes_steps(self, images: PairImages) -> bool:
+        """Whether a step map changes the optimiser's step on `images`, pixel by pixel."""
+        return self.shapes_flat_steps(images) or self.gradient_floor > 0
 
-    @property
-    def shapes_flat_steps(self) -> bool:
-        """Whether `flat_step_map` scales the step: `flat_lr_factor` below 1 or `flat_step_shift` above 0."""
-        return self.flat_lr_factor < 1 or self.flat_step_shift > 0
+    def shapes_flat_steps(self, images: PairImages) -> bool:
+        """Whether `flat_step_map` scales the step on `images`: `flat_lr_factor` below 1, or a pair shifted."""
+        return self.flat_lr_factor < 1 or any(self.pair_shifts(images))
 
     def flat_step_map(self, image: Tensor, images: PairImages) -> Tensor | None:
         """`flat_regions.step_map` of the photos in `images` (with `flat_step_shift`, shifted as far as each photo and
-        its paintings are flat), made once per run's photos and device; None where it would be 1 everywhere."""
-        key = (id(images), image.device, image.shape)  # another fit (pairs, device) makes its own
+        its paintings are flat), made once per run's photos and device, on the host; None where it would be 1."""
+        key = (id(images), image.device, image.dtype, self.flat_lr_factor, self.flat_step_shift)
         if self._step_map is None or self._step_map[0] != key:
-            shifts = self.pair_shifts(images)
-            if self.flat_lr_factor >= 1 and not any(shifts):  # no pair's step changes: skip the multiply
-                self._step_map = (key, None)
-            else:
-                photos = images.content.to(image.device)
-                self._step_map = (key, step_map(photos, images.sizes, self.flat_lr_factor, shifts).to(image.dtype))
+            made = None
+            if self.shapes_flat_steps(images):
+                shifts = self.pair_shifts(images)
+                made = step_map(images.content, images.sizes, self.flat_lr_factor, shifts).to(image.device, image.dtype)
+            self._step_map = (key, made)
         return self._step_map[1]
 
     def pair_shifts(self, images: PairImages) -> list[float]:
-        """Each pair's part of `flat_step_shift` (`flat_regions.pair_shifts`): 0 for all with the shift off."""
+        """Each pair's part of `flat_step_shift` (`flat_regions.pair_shifts`; measured once per run's pictures): 0
+        for all with the shift off."""
         if self.flat_step_shift <= 0:
             return [0.0] * len(images.sizes)
-        return pair_shifts(images.content, images.sizes, images.styles, images.blend, self.flat_step_shift)
+        key = (id(images), self.flat_step_shift)
+        if self._shifts is None or self._shifts[0] != key:
+            shifts = pair_shifts(images.content, images.sizes, images.styles, images.blend, self.flat_step_shift)
+            self._shifts = (key, shifts)
+        return self._shifts[1]

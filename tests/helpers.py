@@ -33,7 +33,11 @@ SHALLOW_CLI = tuple(arg for key, layers in SHALLOW.items() for arg in (f"--model
 # the vgg19 recipe's); what these tests check does not depend on them. `fit` and `cli_fit_args` use them.
 TEST_LOSSES = dict(style_weight=3.0, relative_losses=True, laplacian_weight=0.0, coarse_luminance_weight=0.0)
 TEST_RECIPE = dict(
-    **TEST_LOSSES, ema_decay=0.9, gradient_floor=0.0, optimizer=functools.partial(torch.optim.Adam, lr=0.007)
+    **TEST_LOSSES,
+    ema_decay=0.9,
+    gradient_floor=0.0,
+    flat_step_shift=0.0,
+    optimizer=functools.partial(torch.optim.Adam, lr=0.007),
 )
 # Every keyword of `Objective` (it has no defaults: StyleTransfer holds them), for tests of the objective alone.
 TEST_OBJECTIVE = dict(
@@ -49,7 +53,7 @@ TEST_OBJECTIVE = dict(
 TEST_RECIPE_CLI = (
     *("--model.style_weight", "3.0", "--model.relative_losses", "true", "--model.laplacian_weight", "0"),
     *("--model.coarse_luminance_weight", "0"),
-    *("--model.ema_decay", "0.9"),
+    *("--model.ema_decay", "0.9", "--model.flat_step_shift", "0"),
     *("--model.optimizer.init_args.lr", "0.007"),
 )
 

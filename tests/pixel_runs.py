@@ -52,6 +52,7 @@ BASE = dict(
     preserve_color="none",
     palette_transfer=0.0,
     gradient_floor=0.0,
+    flat_step_shift=0.0,
     style_strength=1.0,
 )
 ADAM = functools.partial(torch.optim.Adam, lr=0.02)
