@@ -36,7 +36,7 @@ FLAT_BELOW = 0.02
 # `flat_step_shift`; a more textured one a part in proportion (The Starry Night, 2 % flat: 8 % of it).
 FLAT_PAINTING_SHARE = 0.25
 # A photo takes none of it up to the first share of flat pixels and all of it from the second (a night sky, 71 %), in
-# proportion between: a photo with detail over half of it keeps the plain step (the shift costs its structure or style).
+# proportion between: a photo with detail over half of it keeps its step (there the shift cost structure or style).
 FLAT_PHOTO_SHARES = (0.5, 0.65)
 # The shifted step's average, × (1 + this × the pair's shift): the flat regions slowed less than the shift alone would
 # (a night sky still brightens to a pale painting's light) while the detail takes bolder steps.
