@@ -79,9 +79,9 @@ def step_map(
 ) -> Tensor:
     """Each pixel's step factor, [N, 1, H, W] like `content` (the photos on their common canvas): the photo's local
     contrast ÷ `FLAT_BELOW`, between `factor` and 1; with a pair's shift s (`pair_shifts`) × the same contrast
-    between 1 − s and 1, divided by its mean over the photo and × (1 + `SHIFT_GAIN` × s): the step moved from its flat
-    regions to its detail, the average step raised by a part of s (with `factor` 1; with both, their product). 1
-    outside each photo's real h × w."""
+    between 1 − s and 1, divided by its mean over the photo and × (1 + `SHIFT_GAIN` × s): the step moved from its
+    flat regions to its detail, the average step raised by a part of s (with `factor` 1; with both, their product).
+    1 outside each photo's real h × w."""
     out = torch.ones(content.shape[0], 1, *content.shape[-2:], dtype=torch.float32, device=content.device)
     for i, (h, w) in enumerate(sizes):
         contrast = local_contrast(content[i, :, :h, :w]) / FLAT_BELOW
