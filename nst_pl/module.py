@@ -43,9 +43,10 @@ from nst_pl.schedule import Schedule
 # `towards_photo` is the output's `style_strength`, which the benches apply to snapshots too.
 __all__ = ["DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS", "StyleTransfer", "default_optimizer", "towards_photo"]
 
-# Gatys et al.'s layers (VGG19): content relu4_2, style relu1_1 … relu5_1.
+# Gatys et al.'s layers (VGG19) less relu5_1: the pictures as good, sooner (the network stops at relu4_2; README,
+# "Recipes").
 DEFAULT_CONTENT_LAYERS = ("relu4_2",)
-DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:

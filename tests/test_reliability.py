@@ -297,19 +297,20 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
         and raw["model"]["extractor"]["class_path"].endswith(f".{cls.__name__}")
     ]
     config = shipped[0] if shipped else None
-    extra = ["--config", str(config)] if config else []
-    args = fit_args(tmp_path, content, style, 2, 16, shallow=False)  # 48x40 -> 16x13 px
-    args[1:1] = extra  # the shipped layers of this extractor, then our overrides
-    args[args.index("--model.extractor") + 1] = f"nst_pl.extractors.{cls.__name__}"
     model = yaml.safe_load(config.read_text())["model"] if config else {}  # else: StyleTransfer's default layers
     extractor = cls(weights=None)
     layers = list(model.get("content_layers", ["relu4_2"])) + list(model.get("style_layers", DEFAULT_STYLE_LAYERS))
     minimum = extractor.min_input_size(layers)
     if minimum == 1:
         pytest.skip(f"no input is too small for {cls.__name__}: its padded convolutions keep every stage >= 1 px")
-    assert minimum > 13  # the case really is too small
+    # The photo's long side at the minimum, so its short side (5/6 of it) falls just below: too small, not elongated.
+    args = fit_args(tmp_path, content, style, 2, minimum, shallow=False)
+    args[1:1] = ["--config", str(config)] if config else []  # the shipped layers of this extractor, then our overrides
+    args[args.index("--model.extractor") + 1] = f"nst_pl.extractors.{cls.__name__}"
     code, err = run(args, capsys)
-    assert_clear_error(code, err, "13 px is too small", cls.__name__, f"at least {minimum} px", "data.image_size")
+    short = round(minimum * 40 / 48)
+    assert short < minimum  # the case really is too small
+    assert_clear_error(code, err, f"{short} px is too small", cls.__name__, f"at least {minimum} px", "data.image_size")
 
 
 def test_debug_env_shows_the_full_traceback(tmp_path, capsys, monkeypatch):
