@@ -35,7 +35,7 @@ from nst_pl.data import PairDataModule
 from nst_pl.errors import ImageError, OutputError
 from nst_pl.extractors import EXTRACTORS, VGG19, FeatureExtractor
 from nst_pl.fit import NSTCLI
-from nst_pl.module import DEFAULT_STYLE_LAYERS, StyleTransfer
+from nst_pl.module import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransfer
 from nst_pl.objective import _layer_weights
 from nst_pl.pictures import OUTPUT_OPTIONS, averaged_image, output_picture
 
@@ -299,7 +299,7 @@ def test_image_too_small_for_the_deepest_layer_names_the_minimum(name, tmp_path,
     config = shipped[0] if shipped else None
     model = yaml.safe_load(config.read_text())["model"] if config else {}  # else: StyleTransfer's default layers
     extractor = cls(weights=None)
-    layers = list(model.get("content_layers", ["relu4_2"])) + list(model.get("style_layers", DEFAULT_STYLE_LAYERS))
+    layers = [*model.get("content_layers", DEFAULT_CONTENT_LAYERS), *model.get("style_layers", DEFAULT_STYLE_LAYERS)]
     minimum = extractor.min_input_size(layers)
     if minimum == 1:
         pytest.skip(f"no input is too small for {cls.__name__}: its padded convolutions keep every stage >= 1 px")

@@ -25,7 +25,7 @@ import nst_pl.memory as memory
 from nst_pl.data import PairImages
 from nst_pl.errors import ConfigError
 from nst_pl.extractors import VGG16, VGG19, ResNet50
-from nst_pl.module import DEFAULT_STYLE_LAYERS
+from nst_pl.module import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nst_pl.schedule import Schedule
 from nst_pl.tiling import grid_step, plan_tiles
 
@@ -255,8 +255,14 @@ def _canvas(h: int, w: int) -> PairImages:
     return PairImages(torch.zeros(1).expand(1, 3, h, w), [[torch.zeros(3, 8, 8)]], torch.ones(1, 1), ["a"], [(h, w)])
 
 
+def default_layers_objective():
+    """VGG19 (random weights) with StyleTransfer's default layers: what the default recipe's step holds."""
+    layers = dict(content_layers=[*DEFAULT_CONTENT_LAYERS], style_layers=[*DEFAULT_STYLE_LAYERS])
+    return make_objective(VGG19(weights=None), **layers)
+
+
 def test_memory_estimate_grows_with_pixels_and_tiles_bound_it():
-    objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
+    objective = default_layers_objective()
     small, large = (memory.step_bytes(objective, _canvas(s * 3 // 4, s), None) for s in (1024, 2048))
     assert 3.5 < large / small < 4.5  # activations are proportional to the pixel count
     tiled = [memory.step_bytes(objective, _canvas(3072, 4096), t) for t in (1024, 512)]
@@ -327,7 +333,7 @@ def test_the_step_maps_hold_at_most_the_image_copies_the_estimate_counts():
 
 
 def test_the_estimate_counts_the_step_maps_where_tiles_are_small():
-    objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
+    objective = default_layers_objective()
     images = _canvas(3072, 4096)
     copies = Schedule(gradient_floor=1.0, gradient_floor_region=33).step_copies(images)
     plain, floor = (memory.step_bytes(objective, images, 256, c) for c in (0, copies))
@@ -337,7 +343,7 @@ def test_the_estimate_counts_the_step_maps_where_tiles_are_small():
 
 
 def test_a_step_that_cannot_fit_is_refused_with_a_tile_size_that_fits(monkeypatch):
-    objective = make_objective(VGG19(weights=None), content_layers=["relu4_2"], style_layers=list(DEFAULT_STYLE_LAYERS))
+    objective = default_layers_objective()
     images = _canvas(1536, 2048)
     free = 4 * memory.GIB
     monkeypatch.setattr(memory, "available_bytes", lambda device: (free, "available RAM"))
