@@ -285,7 +285,7 @@ def laplacian(image: Tensor, pool: int) -> Tensor:
     """The Laplacian of `image` [N, C, H, W] average-pooled `pool` x `pool`: [N, C, H // pool - 2, W // pool - 2].
 
     Li et al. (2017), "Laplacian-Steered Neural Style Transfer": edges and fine shading, the structure of a photo that
-    a deep content layer (relu4_2 sees 8 x 8 px cells) lets the style loss overwrite.
+    a deep content layer (relu4_1 sees 8 x 8 px cells) lets the style loss overwrite.
     """
     with fp32_region():
         x = _fp32(image)
