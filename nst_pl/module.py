@@ -43,7 +43,7 @@ from nst_pl.schedule import Schedule
 # `towards_photo` is the output's `style_strength`, which the benches apply to snapshots too.
 __all__ = ["DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS", "StyleTransfer", "default_optimizer", "towards_photo"]
 
-# Gatys et al.'s style layers less relu5_1, content one layer up (relu4_1 for relu4_2): the pictures as good, sooner
+# Gatys et al.'s style layers less relu5_1, content one layer shallower (relu4_1 for relu4_2): as good, sooner
 # (the network stops at relu4_1; README, "Recipes", the seventeenth round).
 DEFAULT_CONTENT_LAYERS = ("relu4_1",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
