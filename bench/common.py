@@ -59,10 +59,10 @@ class PlainLoop:
         lr: float,
         relative: bool = False,
         init: torch.Tensor | None = None,
+        layers: tuple[list[str], list[str]] = (CONTENT_LAYERS, STYLE_LAYERS),
     ):
         self.objective = Objective(
-            extractor,
-            **objective_options(CONTENT_LAYERS, STYLE_LAYERS, content_weight, style_weight, relative_losses=relative),
+            extractor, **objective_options(*layers, content_weight, style_weight, relative_losses=relative)
         )
         h, w = content.shape[-2:]
         self.objective.bind(PairImages(content, [[style[0]]], torch.ones(1, 1), ["pair"], [(h, w)]))

@@ -4,8 +4,10 @@ time from `nst-pl fit` start to the first step.
     python bench/overhead.py            # 256 px, VGG19, 60 timed steps of each side, taken in turn
     python bench/overhead.py --quick    # smoke run
     python bench/overhead.py --startup-only   # start-up only: the import chain and `nst-pl fit` -> first step
+    python bench/overhead.py --layers default # the default recipe's layers instead of the judge's
 
-Both sides use the same extractor object, layers (content relu4_2, style relu1_1…relu5_1), losses (relative Gram),
+Both sides use the same extractor object, layers (by default the judge's: content relu4_2, style relu1_1…relu5_1;
+`--layers default`: the default recipe's, content relu4_1, style relu1_1…relu4_1), losses (relative Gram),
 image size and optimiser (Adam, lr 0.02); nst-pl's step adds the default recipe's Laplacian term and gradient floor
 (a copy of the image, the step map and the step's regional part), which the plain loop does not compute, so the ratio
 is the Lightning glue plus those. The steps alternate (plain, nst-pl, plain, …)
@@ -34,10 +36,14 @@ from common import CONTENT_LAYERS, OFFLINE_VGG16, REPO, STYLE_LAYERS, PlainLoop,
 
 from nst_pl.data import PairDataModule  # noqa: E402
 from nst_pl.extractors import VGG19  # noqa: E402
-from nst_pl.module import StyleTransfer  # noqa: E402
+from nst_pl.module import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransfer  # noqa: E402
 
 CONTENT = REPO / "images" / "tubingen.jpg"
 STYLE = REPO / "style" / "starry_night.jpg"
+LAYERS = {
+    "judge": (CONTENT_LAYERS, STYLE_LAYERS),
+    "default": (list(DEFAULT_CONTENT_LAYERS), list(DEFAULT_STYLE_LAYERS)),
+}
 
 
 class Alternate(pl.Callback):
@@ -56,21 +62,24 @@ class Alternate(pl.Callback):
         self._t = time.perf_counter()
 
 
-def paired_steps(extractor, size: int, steps: int, warmup: int, root: str) -> tuple[list[float], list[float]]:
-    """Seconds of `steps` plain-loop steps and of `steps` nst-pl steps, taken in turn (plain, nst-pl, plain, …) so
-    that load from other processes hits both sides alike, step by step."""
+def paired_steps(
+    extractor, size: int, steps: int, warmup: int, root: str, layers: tuple[list[str], list[str]]
+) -> tuple[list[float], list[float]]:
+    """Seconds of `steps` plain-loop steps and of `steps` nst-pl steps on `layers` (content, style), taken in turn
+    (plain, nst-pl, plain, …) so that load from other processes hits both sides alike, step by step."""
     data = PairDataModule(content=str(CONTENT), style=str(STYLE), image_size=size)
     data.setup()
     images = data.images
-    loop = PlainLoop(extractor, images.content, images.styles[0][0][None], 1.0, 10.0, lr=0.02, relative=True)
+    style = images.styles[0][0][None]
+    loop = PlainLoop(extractor, images.content, style, 1.0, 10.0, lr=0.02, relative=True, layers=layers)
     # The plain loop's settings, spelled out (the module's defaults are the vgg19 recipe's: style weight 2500, shared
     # relative losses, lr 0.06 (0.02 in coarse phases), EMA 0.5; the EMA would add an image update per step that the
     # plain loop does not do). The recipe's Laplacian term and gradient floor stay on (the module's defaults): the
     # ratio counts their cost.
     model = StyleTransfer(
         extractor,
-        content_layers=CONTENT_LAYERS,
-        style_layers=STYLE_LAYERS,
+        content_layers=layers[0],
+        style_layers=layers[1],
         style_weight=10.0,
         relative_losses=True,
         ema_decay=None,
@@ -139,6 +148,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=60, help="timed steps of each side")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--layers", choices=sorted(LAYERS), default="judge", help="both sides' layers")
     ap.add_argument("--startup-only", action="store_true", help="only the start-up measures")
     args = ap.parse_args()
     if args.startup_only:
@@ -148,12 +158,12 @@ def main() -> None:
     torch.manual_seed(0)
     extractor = VGG19(weights=None)  # speed does not depend on the weights' values
     with tempfile.TemporaryDirectory() as root:
-        plain, nst = paired_steps(extractor, args.size, args.steps, warmup=2, root=root)
+        plain, nst = paired_steps(extractor, args.size, args.steps, warmup=2, root=root, layers=LAYERS[args.layers])
     ratio = median(nst) / median(plain)
     pairs = sorted(n / p for n, p in zip(nst, plain))
     quartiles = pairs[len(pairs) // 4], pairs[(3 * len(pairs)) // 4]
     print()
-    print(f"| measure ({args.size} px, VGG19, {torch.get_num_threads()} threads) | value |")
+    print(f"| measure ({args.size} px, VGG19, {args.layers} layers, {torch.get_num_threads()} threads) | value |")
     print("|---|---|")
     print(f"| plain PyTorch loop, median s/step ({len(plain)} steps) | {median(plain):.3f} |")
     print(f"| nst-pl training step, median s/step ({len(nst)} steps) | {median(nst):.3f} |")
