@@ -3,9 +3,9 @@
     python bench/results_sheet.py            # ~5 min on 2 quiet CPU cores
 
 Runs the default recipe (`nst-pl fit --config vgg19`) at 256 px as `bench/quality.py` does: its coarse scales below
-256 px (25 steps at 128 px, 25 at 181), then 30 steps at 256 px (0.26–0.27 of the classic loop's time), with the
-offline VGG16 (../shared); then lays out one row per pair: photo, painting, result at the last step
-(docs/results.jpg); and the trade-off knob
+256 px (25 steps at 128 px, 25 at 181), then 30 steps at 256 px (under a third of the classic loop's time: README,
+"Quality"), with the offline VGG16 (../shared); then lays out one row per pair: photo, painting, result at the last
+step (docs/results.jpg); and the trade-off knob
 `model.style_strength` at 0.25, 0.5, 0.75, 1 and 1.5 on the first pair (docs/style_strength.jpg), which is a
 post-process of the same result.
 """
